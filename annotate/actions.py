@@ -1,0 +1,331 @@
+"""Every write of the annotation side, each in one transaction and each the one place it happens."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from .models import (
+    Choice,
+    Comparison,
+    Judgment,
+    Lease,
+    Membership,
+    Project,
+    Role,
+    RubricCriterion,
+    Side,
+    Skip,
+    Strength,
+)
+from .queue import lease_duration
+
+MAX_RATIONALE = 5000
+MAX_MS_SPENT = 24 * 3600 * 1000
+
+
+class ActionError(Exception):
+    """A request that cannot be carried out. `status` is the HTTP answer, `errors` field messages."""
+
+    status = 400
+
+    def __init__(self, message: str, errors: dict[str, str] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.errors = errors or {}
+
+
+class NotHeld(ActionError):
+    status = 409
+
+
+class NotFound(ActionError):
+    status = 404
+
+
+@dataclass
+class JudgmentInput:
+    """A judgment as the annotator saw it: sides are `left` / `right`, mapped to a/b on the lease."""
+
+    comparison_id: int
+    choice: str  # left / right / tie
+    strength: str | None = None
+    rubric: dict[str, dict[str, int]] | None = None  # criterion key -> {"left": n, "right": n}
+    rationale: str = ""
+    ms_spent: int | None = None
+
+
+@dataclass
+class SubmitResult:
+    judgment: Judgment
+    created: bool
+
+
+def _side(shown_left: str, shown: str) -> str:
+    """Map a displayed side (left/right) to the stored one (a/b)."""
+    other = Side.B if shown_left == Side.A else Side.A
+    return shown_left if shown == "left" else other
+
+
+def validate_judgment(project: Project, data: JudgmentInput, criteria: list[RubricCriterion]) -> dict[str, str]:
+    errors: dict[str, str] = {}
+    if data.choice not in ("left", "right", "tie"):
+        errors["choice"] = "Choose left, right or tie."
+    if data.choice == "tie":
+        if data.strength:
+            errors["strength"] = "A tie has no strength."
+    elif data.strength is not None and data.strength not in Strength.values:
+        errors["strength"] = f"Strength must be one of {', '.join(Strength.values)}."
+    rubric = data.rubric or {}
+    known = {c.key: c for c in criteria}
+    for key in rubric:
+        if key not in known:
+            errors[f"rubric.{key}"] = f"Unknown criterion {key!r}."
+    for criterion in criteria:
+        scores = rubric.get(criterion.key) or {}
+        for side in ("left", "right"):
+            value = scores.get(side)
+            name = f"rubric.{criterion.key}.{side}"
+            if value is None:
+                if criterion.required:
+                    errors[name] = f"{criterion.label}: score the {side} response."
+                continue
+            if isinstance(value, bool) or not isinstance(value, int):
+                errors[name] = f"{criterion.label}: the score must be a whole number."
+            elif not criterion.scale_min <= value <= criterion.scale_max:
+                errors[name] = f"{criterion.label}: {value} is outside {criterion.scale_min}–{criterion.scale_max}."
+        extra = set(scores) - {"left", "right"}
+        if extra:
+            errors[f"rubric.{criterion.key}"] = f"Unknown side(s) {sorted(extra)}; use left and right."
+    if len(data.rationale) > MAX_RATIONALE:
+        errors["rationale"] = f"Keep the rationale under {MAX_RATIONALE} characters."
+    if data.ms_spent is not None and not 0 <= data.ms_spent <= MAX_MS_SPENT:
+        errors["ms_spent"] = "Time spent is out of range."
+    return errors
+
+
+def do_submit_judgment(project: Project, annotator, data: JudgmentInput, criteria=None) -> SubmitResult:
+    """Record one judgment for the comparison the annotator holds.
+
+    Idempotent: a retried or double-clicked submit returns the judgment already recorded.
+    Refuses (NotHeld, 409) a comparison the annotator never held or whose lease went to someone
+    else after it expired. Locks the comparison row before the lease row, as the queue does.
+    """
+    criteria = list(project.criteria.all()) if criteria is None else criteria
+    errors = validate_judgment(project, data, criteria)
+    if errors:
+        raise ActionError("The judgment has errors: " + "; ".join(errors.values()), errors)
+    now = timezone.now()
+    with transaction.atomic():
+        comparison = (
+            Comparison.objects.select_for_update().filter(pk=data.comparison_id, project=project).first()
+        )
+        if comparison is None:
+            raise NotFound("This comparison does not exist in this project.")
+        lease = Lease.objects.filter(comparison=comparison, annotator=annotator).first()
+        if lease is None:
+            existing = Judgment.objects.filter(comparison=comparison, annotator=annotator).first()
+            if existing is not None:
+                return SubmitResult(existing, created=False)
+            raise NotHeld(
+                "You do not hold this comparison (its lease expired and went to someone else, "
+                "or it was never yours). Nothing was recorded."
+            )
+        if comparison.status == Comparison.Status.RETIRED:
+            lease.delete()
+            raise NotHeld("This comparison was retired by a manager. Nothing was recorded.")
+        rubric = {
+            key: {_side(lease.shown_left, side): value for side, value in scores.items() if value is not None}
+            for key, scores in (data.rubric or {}).items()
+        }
+        rubric = {key: scores for key, scores in rubric.items() if scores}
+        choice = Choice.TIE if data.choice == "tie" else _side(lease.shown_left, data.choice)
+        # The page's own timer is more exact, but can never exceed the time the lease was held.
+        server_ms = max(int((now - lease.issued_at).total_seconds() * 1000), 0)
+        ms_spent = server_ms if data.ms_spent is None else min(data.ms_spent, server_ms + 1000)
+        try:
+            with transaction.atomic():
+                judgment = Judgment.objects.create(
+                    project=project,
+                    comparison=comparison,
+                    annotator=annotator,
+                    choice=choice,
+                    strength=None if choice == Choice.TIE else (data.strength or Strength.CLEAR),
+                    rubric_scores=rubric,
+                    rationale=data.rationale.strip(),
+                    shown_left=lease.shown_left,
+                    ms_spent=ms_spent,
+                )
+        except IntegrityError:  # judged already (undo raced a retry): keep the first
+            lease.delete()
+            return SubmitResult(Judgment.objects.get(comparison=comparison, annotator=annotator), created=False)
+        votes = comparison.votes + 1
+        status = comparison.status
+        if status == Comparison.Status.OPEN and votes >= comparison.votes_wanted:
+            status = Comparison.Status.COMPLETE
+        Comparison.objects.filter(pk=comparison.pk).update(votes=F("votes") + 1, status=status)
+        lease.delete()
+        return SubmitResult(judgment, created=True)
+
+
+def do_skip(project: Project, annotator, comparison_id: int) -> None:
+    """Pass on a held comparison: it goes back to the queue, not to this annotator."""
+    with transaction.atomic():
+        released = Lease.objects.filter(
+            comparison_id=comparison_id, comparison__project=project, annotator=annotator
+        ).delete()[0]
+        if not released:
+            raise NotHeld("You do not hold this comparison, so there is nothing to skip.")
+        Skip.objects.get_or_create(comparison_id=comparison_id, annotator=annotator)
+
+
+def undoable_judgment(project: Project, annotator, now=None) -> Judgment | None:
+    now = now or timezone.now()
+    window = timedelta(seconds=settings.PREFLOOP_UNDO_SECONDS)
+    return (
+        Judgment.objects.filter(project=project, annotator=annotator, created_at__gte=now - window)
+        .order_by("-created_at", "-id")
+        .first()
+    )
+
+
+def do_undo_last_judgment(project: Project, annotator) -> tuple[Lease, Judgment]:
+    """Take back the annotator's last judgment (within the undo window) and hand its comparison
+    back to them, same sides shown. Returns the new lease and the removed judgment's values."""
+    now = timezone.now()
+    with transaction.atomic():
+        judgment = undoable_judgment(project, annotator, now)
+        if judgment is None:
+            raise ActionError(f"Nothing to undo: judgments can be undone for {settings.PREFLOOP_UNDO_SECONDS} s.")
+        comparison = Comparison.objects.select_for_update().get(pk=judgment.comparison_id)
+        deleted = Judgment.objects.filter(pk=judgment.pk).delete()[0]
+        if not deleted:
+            raise ActionError("That judgment was already undone.")
+        status = comparison.status
+        if status == Comparison.Status.COMPLETE and comparison.votes - 1 < comparison.votes_wanted:
+            status = Comparison.Status.OPEN
+        Comparison.objects.filter(pk=comparison.pk).update(votes=F("votes") - 1, status=status)
+        Lease.objects.filter(annotator=annotator, expires_at__gt=now, comparison__project=project).delete()
+        lease = Lease(
+            comparison=comparison,
+            annotator=annotator,
+            shown_left=judgment.shown_left or Side.A,
+            issued_at=now,
+            expires_at=now + lease_duration(),
+        )
+        Lease.objects.bulk_create(
+            [lease], update_conflicts=True, unique_fields=["comparison"],
+            update_fields=["annotator", "shown_left", "issued_at", "expires_at"],
+        )
+        return lease, judgment
+
+
+# --- projects and members ------------------------------------------------------------------------
+
+_SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+
+
+def do_create_project(owner, *, slug: str, name: str, instructions: str = "", votes_wanted: int = 1) -> Project:
+    if not _SLUG.match(slug or ""):
+        raise ActionError("The slug must be lowercase letters, digits and dashes (at most 64).", {"slug": "invalid"})
+    with transaction.atomic():
+        try:
+            with transaction.atomic():
+                project = Project.objects.create(
+                    slug=slug, name=name or slug, instructions=instructions, votes_wanted=votes_wanted,
+                    created_by=owner,
+                )
+        except IntegrityError:
+            raise ActionError(f"A project with the slug {slug!r} exists already.", {"slug": "taken"}) from None
+        Membership.objects.create(project=project, user=owner, role=Role.OWNER)
+    return project
+
+
+def do_set_member(project: Project, username: str, role: str, *, create: bool = False) -> tuple[Membership, str | None]:
+    """Add a member (or change their role). With `create`, a missing user is made with a random
+    password, returned once so the manager can hand it over."""
+    if role not in Role.values:
+        raise ActionError(f"Unknown role {role!r}; use one of {', '.join(Role.values)}.", {"role": "invalid"})
+    User = get_user_model()
+    password = None
+    with transaction.atomic():
+        user = User.objects.filter(username=username).first()
+        if user is None:
+            if not create:
+                raise ActionError(f"No user named {username!r}.", {"username": "unknown"})
+            if not re.match(r"^[\w.@+-]{1,150}$", username):
+                raise ActionError("Usernames are letters, digits and @.+-_ only.", {"username": "invalid"})
+            password = secrets.token_urlsafe(12)
+            user = User.objects.create_user(username=username, password=password)
+        membership, created = Membership.objects.get_or_create(project=project, user=user, defaults={"role": role})
+        if not created and membership.role != role:
+            if membership.role == Role.OWNER and not project.memberships.filter(role=Role.OWNER).exclude(
+                pk=membership.pk
+            ).exists():
+                raise ActionError("A project keeps at least one owner.", {"role": "last owner"})
+            membership.role = role
+            membership.save(update_fields=["role"])
+    return membership, password
+
+
+def do_remove_member(project: Project, user_id: int) -> None:
+    with transaction.atomic():
+        membership = Membership.objects.select_for_update().filter(project=project, user_id=user_id).first()
+        if membership is None:
+            raise ActionError("That user is not a member.")
+        if membership.role == Role.OWNER and project.memberships.filter(role=Role.OWNER).count() == 1:
+            raise ActionError("A project keeps at least one owner.")
+        Lease.objects.filter(annotator_id=user_id, comparison__project=project).delete()
+        membership.delete()
+
+
+def parse_criteria(text: str) -> list[dict]:
+    """Rubric criteria from lines of `key | Label | min-max | description` (the last two optional)."""
+    criteria = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        parts = [p.strip() for p in line.split("|")]
+        key = parts[0]
+        if not re.match(r"^[a-z][a-z0-9_]{0,39}$", key):
+            raise ActionError(f"Rubric line {number}: key {key!r} must be lowercase letters, digits, underscores.")
+        label = parts[1] if len(parts) > 1 and parts[1] else key.replace("_", " ").capitalize()
+        low, high = 1, 5
+        if len(parts) > 2 and parts[2]:
+            match = re.match(r"^(-?\d+)\s*-\s*(-?\d+)$", parts[2])
+            if not match or int(match[1]) >= int(match[2]):
+                raise ActionError(f"Rubric line {number}: scale {parts[2]!r} must look like 1-5.")
+            low, high = int(match[1]), int(match[2])
+        description = parts[3] if len(parts) > 3 else ""
+        criteria.append({"key": key, "label": label[:100], "scale_min": low, "scale_max": high,
+                         "description": description[:500]})
+    if len({c["key"] for c in criteria}) != len(criteria):
+        raise ActionError("Rubric keys must be unique.")
+    return criteria
+
+
+def do_update_project(project: Project, *, name: str, instructions: str, votes_wanted: int, criteria: list[dict]):
+    """Change settings; a changed `votes_wanted` applies to comparisons still open."""
+    with transaction.atomic():
+        Project.objects.filter(pk=project.pk).update(name=name, instructions=instructions, votes_wanted=votes_wanted)
+        if votes_wanted != project.votes_wanted:
+            open_or_done = Comparison.objects.filter(project=project).exclude(status=Comparison.Status.RETIRED)
+            open_or_done.filter(votes_wanted=project.votes_wanted).update(votes_wanted=votes_wanted)
+            open_or_done.filter(votes__gte=F("votes_wanted")).update(status=Comparison.Status.COMPLETE)
+            open_or_done.filter(votes__lt=F("votes_wanted")).update(status=Comparison.Status.OPEN)
+        keep = [c["key"] for c in criteria]
+        project.criteria.exclude(key__in=keep).delete()
+        for position, criterion in enumerate(criteria):
+            RubricCriterion.objects.update_or_create(
+                project=project, key=criterion["key"], defaults={**criterion, "position": position}
+            )
+    project.refresh_from_db()
+    return project

@@ -1,0 +1,582 @@
+"""Streaming import of prompts, candidates, comparisons and labels.
+
+Reading (`iter_records`) and understanding a row (`parse_*`) know nothing of the database; the
+writer (`import_stream`) buffers a batch of parsed rows and writes it with a handful of bulk
+queries, all inside one transaction: a malformed row anywhere rolls the whole file back, and
+memory stays bounded by the batch size whatever the file's size.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import gzip
+import hashlib
+import io
+import json
+import re
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+from itertools import combinations
+from typing import IO, Any
+
+import ijson
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from django.db.models import F
+
+from .models import Candidate, Comparison, ImportBatch, Judgment, Project, Prompt, content_hash
+
+FORMATS = ("pairs", "hh", "alpaca_eval", "candidates")
+LABEL_MODES = ("judgments", "gold", "ignore")
+IMPORTED_USERNAME = "imported"
+MAX_CANDIDATES_PER_PROMPT = 16
+
+
+class ImportFailed(Exception):
+    """A file that cannot be imported; the message says where and what."""
+
+
+class RowError(Exception):
+    def __init__(self, field_name: str | None, message: str):
+        super().__init__(message)
+        self.field_name = field_name
+        self.message = message
+
+
+@dataclass
+class ParsedRow:
+    """One input record, understood: a prompt, its responses and the pairs to compare."""
+
+    prompt_text: str
+    prompt_messages: list[dict] | None
+    responses: list[tuple[str, str]]  # (text, source)
+    pairs: list[tuple[int, int, str | None]]  # (index, index, label a/b/tie relative to the pair)
+    external_id: str = ""
+
+
+@dataclass
+class ImportResult:
+    format: str
+    rows: int = 0
+    prompts_added: int = 0
+    candidates_added: int = 0
+    comparisons_added: int = 0
+    judgments_added: int = 0
+    rows_skipped: int = 0
+    seconds: float = 0.0
+    sha256: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "notes"} | {"notes": self.notes[:20]}
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+
+class _HashingReader(io.RawIOBase):
+    """Passes bytes through while hashing them, so the file is read once."""
+
+    def __init__(self, raw: IO[bytes]):
+        self.raw = raw
+        self.sha = hashlib.sha256()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        chunk = self.raw.read(len(buffer))
+        if not chunk:
+            return 0
+        self.sha.update(chunk)
+        buffer[: len(chunk)] = chunk
+        return len(chunk)
+
+
+def _open_text_stream(raw: IO[bytes]) -> tuple[IO[bytes], _HashingReader]:
+    hashing = _HashingReader(raw)
+    buffered = io.BufferedReader(hashing, buffer_size=1 << 16)
+    if buffered.peek(2)[:2] == b"\x1f\x8b":
+        return io.BufferedReader(gzip.GzipFile(fileobj=buffered), buffer_size=1 << 16), hashing
+    return buffered, hashing
+
+
+def _location(kind: str, number: int) -> str:
+    return f"{kind} {number}"
+
+
+def iter_records(stream: IO[bytes]) -> Iterator[tuple[str, dict]]:
+    """Yield (location, record) from JSON (an array of objects), JSONL or CSV, gzip or not.
+
+    The container is recognised from the content, not the name: '[' starts a JSON array, '{' a
+    JSONL file, anything else is CSV with a header row.
+    """
+    head = stream.peek(4096)[:4096]
+    text_head = head.lstrip(codecs.BOM_UTF8).lstrip()
+    if not text_head:
+        raise ImportFailed("The file is empty.")
+    first = text_head[:1]
+    if first == b"[":
+        number = 0
+        try:
+            for number, record in enumerate(ijson.items(stream, "item", use_float=True), start=1):
+                if not isinstance(record, dict):
+                    raise ImportFailed(f"record {number}: expected a JSON object, found {type(record).__name__}.")
+                yield _location("record", number), record
+        except ijson.JSONError as exc:
+            raise ImportFailed(f"record {number + 1}: not valid JSON ({exc}).") from None
+    elif first == b"{":
+        text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
+        for number, line in enumerate(_decoded_lines(text), start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ImportFailed(
+                    f"line {number}: not valid JSON ({exc.msg} at column {exc.colno}); "
+                    "a JSONL file holds one object per line."
+                ) from None
+            if not isinstance(record, dict):
+                raise ImportFailed(f"line {number}: expected a JSON object, found {type(record).__name__}.")
+            yield _location("line", number), record
+    else:
+        text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
+        reader = csv.DictReader(_decoded_lines(text))
+        if not reader.fieldnames:
+            raise ImportFailed("line 1: a CSV file needs a header row.")
+        for record in reader:
+            if None in record:
+                raise ImportFailed(f"line {reader.line_num}: more values than header columns.")
+            yield _location("line", reader.line_num), record
+
+
+def _decoded_lines(text: io.TextIOWrapper) -> Iterator[str]:
+    try:
+        yield from text
+    except UnicodeDecodeError as exc:
+        raise ImportFailed(f"The file is not UTF-8 text ({exc.reason} at byte {exc.start}).") from None
+
+
+# --- understanding a row --------------------------------------------------------------------
+
+
+def _required_text(record: dict, name: str) -> str:
+    value = record.get(name)
+    if value is None or value == "":
+        raise RowError(name, "is missing or empty")
+    if not isinstance(value, str):
+        raise RowError(name, f"must be text, found {type(value).__name__}")
+    if not value.strip():
+        raise RowError(name, "is blank")
+    return value
+
+
+def _optional_text(record: dict, name: str) -> str:
+    value = record.get(name)
+    if value is None:
+        return ""
+    if isinstance(value, int | float | Decimal):
+        return str(value)
+    if not isinstance(value, str):
+        raise RowError(name, f"must be text, found {type(value).__name__}")
+    return value.strip()
+
+
+def parse_label(value: Any, field_name: str = "preference") -> str | None:
+    """a / b / tie, 1 / 2 / 1.5 (AlpacaEval's scale), or empty / 0 for "no label"."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        normalised = value.strip().lower()
+        if normalised in ("", "0", "none", "null"):
+            return None
+        mapping = {"a": "a", "b": "b", "tie": "tie", "1": "a", "2": "b", "1.5": "tie", "1.0": "a", "2.0": "b"}
+        if normalised in mapping:
+            return mapping[normalised]
+    elif isinstance(value, int | float | Decimal) and not isinstance(value, bool):
+        number = float(value)
+        if number == 0:
+            return None
+        if number == 1:
+            return "a"
+        if number == 2:
+            return "b"
+        if number == 1.5:
+            return "tie"
+    raise RowError(field_name, f"{value!r} is not a preference: use a, b or tie (or 1, 2, 1.5; 0 or empty for none)")
+
+
+def _chat_text(messages: list[dict]) -> str:
+    return "\n\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in messages)
+
+
+def _chat_messages(value: Any, field_name: str) -> list[dict]:
+    if not isinstance(value, list) or not value:
+        raise RowError(field_name, "must be a non-empty list of {role, content} messages")
+    messages = []
+    for position, message in enumerate(value, start=1):
+        if not isinstance(message, dict) or not isinstance(message.get("content"), str):
+            raise RowError(field_name, f"message {position} needs a text 'content'")
+        role = message.get("role")
+        if role not in ("system", "user", "assistant"):
+            raise RowError(field_name, f"message {position} has role {role!r}; use system, user or assistant")
+        messages.append({"role": role, "content": message["content"]})
+    return messages
+
+
+def _prompt_of(record: dict, name: str = "prompt") -> tuple[str, list[dict] | None]:
+    value = record.get(name)
+    if isinstance(value, list):
+        messages = _chat_messages(value, name)
+        return _chat_text(messages), messages
+    return _required_text(record, name), None
+
+
+def _response_of(record: dict, name: str) -> str:
+    value = record.get(name)
+    if isinstance(value, list):  # TRL's conversational format: the assistant turn(s)
+        return "\n\n".join(m["content"] for m in _chat_messages(value, name))
+    return _required_text(record, name)
+
+
+def parse_pairs(record: dict) -> ParsedRow:
+    """prompt, response_a, response_b [, preference, source_a, source_b, id] — or TRL's
+    preference format: prompt, chosen, rejected (chosen wins)."""
+    prompt_text, messages = _prompt_of(record)
+    if "chosen" in record and "response_a" not in record:
+        chosen, rejected = _response_of(record, "chosen"), _response_of(record, "rejected")
+        return ParsedRow(prompt_text, messages, [(chosen, ""), (rejected, "")], [(0, 1, "a")],
+                         _optional_text(record, "id"))
+    response_a = _response_of(record, "response_a")
+    response_b = _response_of(record, "response_b")
+    label = parse_label(record.get("preference"))
+    sources = [_optional_text(record, "source_a"), _optional_text(record, "source_b")]
+    return ParsedRow(
+        prompt_text, messages, [(response_a, sources[0]), (response_b, sources[1])], [(0, 1, label)],
+        _optional_text(record, "id"),
+    )
+
+
+_HH_TURN = re.compile(r"\n\n(Human|Assistant):[ \t]?")
+
+
+def _hh_turns(dialogue: str, field_name: str) -> list[dict]:
+    parts = _HH_TURN.split(dialogue if dialogue.startswith("\n\n") else "\n\n" + dialogue)
+    if parts[0].strip() or len(parts) < 3:
+        raise RowError(field_name, 'is not an HH dialogue ("\\n\\nHuman: … \\n\\nAssistant: …")')
+    roles = {"Human": "user", "Assistant": "assistant"}
+    return [{"role": roles[parts[i]], "content": parts[i + 1]} for i in range(1, len(parts), 2)]
+
+
+def parse_hh(record: dict) -> ParsedRow:
+    """HH-RLHF: `chosen` and `rejected` are whole dialogues; their shared turns are the prompt."""
+    chosen = _hh_turns(_required_text(record, "chosen"), "chosen")
+    rejected = _hh_turns(_required_text(record, "rejected"), "rejected")
+    shared = 0
+    while shared < min(len(chosen), len(rejected)) - 1 and chosen[shared] == rejected[shared]:
+        shared += 1
+    while shared > 0 and chosen[shared - 1]["role"] != "user":
+        shared -= 1
+    if shared == 0:
+        raise RowError("chosen", "shares no opening human turn with 'rejected'")
+    if chosen[shared]["role"] != "assistant" or rejected[shared]["role"] != "assistant":
+        raise RowError("chosen", "the two dialogues must diverge at an assistant turn")
+    prompt = chosen[:shared]
+
+    def response(turns: list[dict]) -> str:
+        rest = turns[shared:]
+        text = rest[0]["content"]
+        for turn in rest[1:]:  # rare: the dialogues diverge before their last turn
+            text += f"\n\n{'Human' if turn['role'] == 'user' else 'Assistant'}: {turn['content']}"
+        return text
+
+    return ParsedRow(_chat_text(prompt), prompt, [(response(chosen), ""), (response(rejected), "")],
+                     [(0, 1, "a")], _optional_text(record, "id"))
+
+
+def parse_alpaca_eval(record: dict) -> ParsedRow:
+    """AlpacaEval judgments: instruction, output_1/2, generator_1/2, preference (1, 2, 0)."""
+    return ParsedRow(
+        _required_text(record, "instruction"),
+        None,
+        [
+            (_required_text(record, "output_1"), _optional_text(record, "generator_1")),
+            (_required_text(record, "output_2"), _optional_text(record, "generator_2")),
+        ],
+        [(0, 1, parse_label(record.get("preference")))],
+        _optional_text(record, "id"),
+    )
+
+
+def parse_candidates(record: dict) -> ParsedRow:
+    """A prompt and a list of responses (text, or {text, source}); every pair is compared."""
+    prompt_text, messages = _prompt_of(record)
+    raw = record.get("responses")
+    if isinstance(raw, str):  # CSV cell holding a JSON list
+        try:
+            raw = json.loads(raw)
+        except json.JSONDecodeError:
+            raise RowError("responses", "must be a JSON list") from None
+    if not isinstance(raw, list) or len(raw) < 2:
+        raise RowError("responses", "must be a list of at least two responses")
+    if len(raw) > MAX_CANDIDATES_PER_PROMPT:
+        raise RowError("responses", f"has {len(raw)} responses; at most {MAX_CANDIDATES_PER_PROMPT} per prompt")
+    responses = []
+    for position, item in enumerate(raw, start=1):
+        if isinstance(item, str) and item.strip():
+            responses.append((item, ""))
+        elif isinstance(item, dict) and isinstance(item.get("text"), str) and item["text"].strip():
+            source = item.get("source") or item.get("generator") or ""
+            responses.append((item["text"], str(source)))
+        else:
+            raise RowError("responses", f"item {position} must be non-empty text or {{text, source}}")
+    pairs = [(i, j, None) for i, j in combinations(range(len(responses)), 2)]
+    return ParsedRow(prompt_text, messages, responses, pairs, _optional_text(record, "id"))
+
+
+PARSERS: dict[str, Callable[[dict], ParsedRow]] = {
+    "pairs": parse_pairs,
+    "hh": parse_hh,
+    "alpaca_eval": parse_alpaca_eval,
+    "candidates": parse_candidates,
+}
+
+
+def detect_format(record: dict) -> str:
+    keys = set(record)
+    if {"output_1", "output_2"} <= keys:
+        return "alpaca_eval"
+    if "responses" in keys:
+        return "candidates"
+    if keys & {"response_a", "response_b"} or {"prompt", "chosen", "rejected"} <= keys:
+        return "pairs"
+    if {"chosen", "rejected"} <= keys:
+        return "hh"
+    raise ImportFailed(
+        f"Cannot tell the format from the fields {sorted(keys)}. Accepted formats: "
+        "pairs (prompt, response_a, response_b[, preference]; or prompt, chosen, rejected), "
+        "hh (chosen, rejected dialogues), alpaca_eval (instruction, output_1, output_2, preference), "
+        "candidates (prompt, responses)."
+    )
+
+
+# --- writing ---------------------------------------------------------------------------------
+
+
+def imported_annotator():
+    """The account that labels found in files are recorded under; it cannot log in."""
+    user, created = get_user_model().objects.get_or_create(
+        username=IMPORTED_USERNAME, defaults={"is_active": False, "first_name": "Imported labels"}
+    )
+    if created:
+        user.set_unusable_password()
+        user.save(update_fields=["password"])
+    return user
+
+
+class _BatchWriter:
+    def __init__(self, project: Project, labels: str, result: ImportResult):
+        self.project = project
+        self.labels = labels
+        self.result = result
+        self.annotator = imported_annotator() if labels == "judgments" else None
+        self.is_chat = project.conversational
+
+    def write(self, rows: list[ParsedRow]) -> None:
+        prompt_ids = self._prompts(rows)
+        candidate_ids = self._candidates(rows, prompt_ids)
+        self._comparisons_and_labels(rows, prompt_ids, candidate_ids)
+
+    def _prompts(self, rows: list[ParsedRow]) -> dict[str, int]:
+        by_hash: dict[str, ParsedRow] = {}
+        for row in rows:
+            by_hash.setdefault(content_hash(row.prompt_messages or row.prompt_text), row)
+        known = dict(
+            Prompt.objects.filter(project=self.project, content_hash__in=by_hash).values_list("content_hash", "id")
+        )
+        new = [
+            Prompt(project=self.project, text=row.prompt_text, messages=row.prompt_messages, content_hash=h,
+                   external_id=row.external_id[:200])
+            for h, row in by_hash.items() if h not in known
+        ]
+        if new:
+            Prompt.objects.bulk_create(new, ignore_conflicts=True)
+            known = dict(
+                Prompt.objects.filter(project=self.project, content_hash__in=by_hash).values_list("content_hash", "id")
+            )
+            self.result.prompts_added += len(new)
+            if not self.is_chat and any(row.prompt_messages for row in rows):
+                self.is_chat = True
+        return known
+
+    def _candidates(self, rows: list[ParsedRow], prompt_ids: dict[str, int]) -> dict[tuple[int, str], int]:
+        wanted: dict[tuple[int, str], tuple[str, str]] = {}
+        for row in rows:
+            prompt_id = prompt_ids[content_hash(row.prompt_messages or row.prompt_text)]
+            for text, source in row.responses:
+                wanted.setdefault((prompt_id, content_hash(text)), (text, source[:200]))
+
+        def lookup() -> dict[tuple[int, str], int]:
+            found = Candidate.objects.filter(
+                prompt_id__in={p for p, _ in wanted}, content_hash__in={h for _, h in wanted}
+            ).values_list("prompt_id", "content_hash", "id")
+            return {(p, h): i for p, h, i in found if (p, h) in wanted}
+
+        known = lookup()
+        new = [
+            Candidate(prompt_id=p, content_hash=h, text=text, source=source)
+            for (p, h), (text, source) in wanted.items() if (p, h) not in known
+        ]
+        if new:
+            Candidate.objects.bulk_create(new, ignore_conflicts=True)
+            known = lookup()
+            self.result.candidates_added += len(new)
+        return known
+
+    def _comparisons_and_labels(self, rows, prompt_ids, candidate_ids) -> None:
+        # (low id, high id) -> (prompt id, label relative to low/high)
+        pairs: dict[tuple[int, int], tuple[int, str | None]] = {}
+        for row in rows:
+            prompt_id = prompt_ids[content_hash(row.prompt_messages or row.prompt_text)]
+            ids = [candidate_ids[(prompt_id, content_hash(text))] for text, _ in row.responses]
+            for i, j, label in row.pairs:
+                first, second = ids[i], ids[j]
+                if first == second:
+                    self.result.rows_skipped += 1
+                    self.result.notes.append(f"prompt {prompt_id}: two identical responses, pair skipped")
+                    continue
+                if first > second:
+                    first, second = second, first
+                    label = {"a": "b", "b": "a"}.get(label, label)
+                if (first, second) in pairs:
+                    continue
+                pairs[(first, second)] = (prompt_id, label)
+        if not pairs:
+            return
+
+        def lookup() -> dict[tuple[int, int], int]:
+            found = Comparison.objects.filter(
+                candidate_a_id__in={a for a, _ in pairs}, candidate_b_id__in={b for _, b in pairs}
+            ).values_list("candidate_a_id", "candidate_b_id", "id")
+            return {(a, b): i for a, b, i in found if (a, b) in pairs}
+
+        known = lookup()
+        gold = self.labels == "gold"
+        new = [
+            Comparison(
+                project=self.project, prompt_id=prompt_id, candidate_a_id=a, candidate_b_id=b,
+                votes_wanted=self.project.votes_wanted,
+                origin=Comparison.Origin.GOLD if gold and label else Comparison.Origin.IMPORTED,
+                gold_choice=label if gold else None,
+            )
+            for (a, b), (prompt_id, label) in pairs.items() if (a, b) not in known
+        ]
+        if new:
+            Comparison.objects.bulk_create(new, ignore_conflicts=True)
+            known = lookup()
+            self.result.comparisons_added += len(new)
+        if self.annotator is None:
+            return
+        labelled = {known[pair]: label for pair, (_, label) in pairs.items() if label}
+        if not labelled:
+            return
+        already = set(
+            Judgment.objects.filter(comparison_id__in=labelled, annotator=self.annotator).values_list(
+                "comparison_id", flat=True
+            )
+        )
+        new_judgments = [
+            Judgment(project=self.project, comparison_id=cid, annotator=self.annotator, choice=label)
+            for cid, label in labelled.items() if cid not in already
+        ]
+        if not new_judgments:
+            return
+        Judgment.objects.bulk_create(new_judgments)
+        judged = [j.comparison_id for j in new_judgments]
+        Comparison.objects.filter(id__in=judged).update(votes=F("votes") + 1)
+        Comparison.objects.filter(
+            id__in=judged, status=Comparison.Status.OPEN, votes__gte=F("votes_wanted")
+        ).update(status=Comparison.Status.COMPLETE)
+        self.result.judgments_added += len(new_judgments)
+
+
+def import_stream(
+    project: Project,
+    raw: IO[bytes],
+    *,
+    filename: str = "",
+    format: str = "auto",
+    labels: str = "judgments",
+    user=None,
+    batch_size: int | None = None,
+) -> ImportResult:
+    """Import one file into `project`, all or nothing. Raises ImportFailed naming the row and field."""
+    if format != "auto" and format not in FORMATS:
+        raise ImportFailed(f"Unknown format {format!r}. Accepted formats: auto, {', '.join(FORMATS)}.")
+    if labels not in LABEL_MODES:
+        raise ImportFailed(f"Unknown label mode {labels!r}. Accepted: {', '.join(LABEL_MODES)}.")
+    batch_size = batch_size or settings.PREFLOOP_IMPORT_BATCH
+    started = time.perf_counter()
+    stream, hashing = _open_text_stream(raw)
+    result = ImportResult(format=format)
+    try:
+        with transaction.atomic():
+            writer = _BatchWriter(project, labels, result)
+            parser = None if format == "auto" else PARSERS[format]
+            batch: list[ParsedRow] = []
+            for location, record in iter_records(stream):
+                if parser is None:
+                    result.format = detect_format(record)
+                    parser = PARSERS[result.format]
+                try:
+                    batch.append(parser(record))
+                except RowError as exc:
+                    where = f", field '{exc.field_name}'" if exc.field_name else ""
+                    raise ImportFailed(f"{location}{where}: {exc.message}. Nothing was imported.") from None
+                result.rows += 1
+                if len(batch) >= batch_size:
+                    writer.write(batch)
+                    batch = []
+            if batch:
+                writer.write(batch)
+            if result.rows == 0:
+                raise ImportFailed("The file holds no records. Nothing was imported.")
+            if writer.is_chat and not project.conversational:
+                Project.objects.filter(pk=project.pk).update(conversational=True)
+                project.conversational = True
+            result.sha256 = hashing.sha.hexdigest()
+            ImportBatch.objects.create(
+                project=project, filename=filename[:300], sha256=result.sha256, format=result.format,
+                rows=result.rows, prompts_added=result.prompts_added, candidates_added=result.candidates_added,
+                comparisons_added=result.comparisons_added, judgments_added=result.judgments_added,
+                rows_skipped=result.rows_skipped, created_by=user if getattr(user, "pk", None) else None,
+            )
+    except (EOFError, gzip.BadGzipFile, OSError) as exc:
+        raise ImportFailed(f"The file could not be read ({exc}). Nothing was imported.") from None
+    except csv.Error as exc:
+        raise ImportFailed(f"The CSV file is malformed ({exc}). Nothing was imported.") from None
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def import_path(project: Project, path, **kwargs) -> ImportResult:
+    with open(path, "rb") as raw:
+        return import_stream(project, raw, filename=str(path), **kwargs)
+
+
+def iter_parsed(stream: IO[bytes], format: str = "auto") -> Iterable[ParsedRow]:
+    """Parsed rows of a file without touching the database (evaluation, benchmarks)."""
+    buffered, _ = _open_text_stream(stream)
+    parser = None if format == "auto" else PARSERS[format]
+    for location, record in iter_records(buffered):
+        if parser is None:
+            parser = PARSERS[detect_format(record)]
+        try:
+            yield parser(record)
+        except RowError as exc:
+            raise ImportFailed(f"{location}, field '{exc.field_name}': {exc.message}.") from None

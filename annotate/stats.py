@@ -1,0 +1,125 @@
+"""Read-only figures for the project pages: counts, per-annotator progress, agreement."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import krippendorff
+import numpy as np
+from django.core.cache import cache
+from django.db.models import Avg, Count, F, Max, Q
+
+from .importers import IMPORTED_USERNAME
+from .models import Candidate, Comparison, Judgment, Project, Prompt
+
+AGREEMENT_SAMPLE = 5000
+_CHOICE_CODE = {"a": 0.0, "b": 1.0, "tie": 2.0}
+
+
+def project_counts(project: Project) -> dict:
+    by_status = dict(
+        Comparison.objects.filter(project=project).values_list("status").annotate(n=Count("id")).values_list(
+            "status", "n"
+        )
+    )
+    judgments = Judgment.objects.filter(project=project).aggregate(
+        total=Count("id"), imported=Count("id", filter=Q(annotator__username=IMPORTED_USERNAME))
+    )
+    return {
+        "prompts": Prompt.objects.filter(project=project).count(),
+        "candidates": Candidate.objects.filter(prompt__project=project).count(),
+        "comparisons": sum(by_status.values()),
+        "open": by_status.get("open", 0),
+        "complete": by_status.get("complete", 0),
+        "retired": by_status.get("retired", 0),
+        "judgments": judgments["total"],
+        "imported_judgments": judgments["imported"],
+        "human_judgments": judgments["total"] - judgments["imported"],
+    }
+
+
+def annotator_progress(project: Project) -> list[dict]:
+    """One row per annotator who judged here: volume, pace, tie rate, gold accuracy."""
+    rows = (
+        Judgment.objects.filter(project=project)
+        .exclude(annotator__username=IMPORTED_USERNAME)
+        .values("annotator_id", "annotator__username")
+        .annotate(
+            judged=Count("id"),
+            ties=Count("id", filter=Q(choice="tie")),
+            mean_ms=Avg("ms_spent"),
+            last=Max("created_at"),
+            gold_seen=Count("id", filter=Q(comparison__gold_choice__isnull=False)),
+            gold_right=Count(
+                "id",
+                filter=Q(comparison__gold_choice__isnull=False, choice=F("comparison__gold_choice")),
+            ),
+        )
+        .order_by("-judged")
+    )
+    result = []
+    for row in rows:
+        result.append(
+            {
+                "username": row["annotator__username"],
+                "judged": row["judged"],
+                "tie_rate": row["ties"] / row["judged"] if row["judged"] else 0.0,
+                "mean_seconds": (row["mean_ms"] or 0) / 1000,
+                "last": row["last"],
+                "gold_seen": row["gold_seen"],
+                "gold_accuracy": row["gold_right"] / row["gold_seen"] if row["gold_seen"] else None,
+            }
+        )
+    return result
+
+
+def agreement(project: Project, *, include_imported: bool = True) -> dict:
+    """Krippendorff's alpha (nominal: a / b / tie) and raw pairwise agreement over the latest
+    comparisons with two or more votes. Cached for a minute: it reads up to 5,000 comparisons."""
+    key = f"prefloop:agreement:{project.pk}:{int(include_imported)}"
+    cached = cache.get(key)
+    if cached is not None:
+        return cached
+    multi = (
+        Comparison.objects.filter(project=project, votes__gte=2).order_by("-id").values_list("id", flat=True)
+    )[:AGREEMENT_SAMPLE]
+    judgments = Judgment.objects.filter(comparison_id__in=list(multi))
+    if not include_imported:
+        judgments = judgments.exclude(annotator__username=IMPORTED_USERNAME)
+    votes: dict[int, dict[int, str]] = defaultdict(dict)
+    for comparison_id, annotator_id, choice in judgments.values_list("comparison_id", "annotator_id", "choice"):
+        votes[comparison_id][annotator_id] = choice
+    units = [v for v in votes.values() if len(v) >= 2]
+    result = {"comparisons": len(units), "alpha": None, "pairwise": None}
+    if units:
+        agreeing = total = 0
+        for unit in units:
+            choices = list(unit.values())
+            for i in range(len(choices)):
+                for j in range(i + 1, len(choices)):
+                    total += 1
+                    agreeing += choices[i] == choices[j]
+        result["pairwise"] = agreeing / total
+        annotators = sorted({a for unit in units for a in unit})
+        column = {a: i for i, a in enumerate(annotators)}
+        matrix = np.full((len(annotators), len(units)), np.nan)
+        for u, unit in enumerate(units):
+            for annotator_id, choice in unit.items():
+                matrix[column[annotator_id], u] = _CHOICE_CODE[choice]
+        distinct = np.unique(matrix[~np.isnan(matrix)])
+        if len(distinct) > 1:
+            result["alpha"] = float(krippendorff.alpha(reliability_data=matrix, level_of_measurement="nominal"))
+        else:
+            result["alpha"] = 1.0
+    cache.set(key, result, 60)
+    return result
+
+
+def remaining_for_queue(project: Project) -> int:
+    """Open comparisons in the project; cached briefly so the annotation page stays cheap."""
+    key = f"prefloop:open:{project.pk}"
+    value = cache.get(key)
+    if value is None:
+        value = Comparison.objects.filter(project=project, status=Comparison.Status.OPEN).count()
+        cache.set(key, value, 10)
+    return value

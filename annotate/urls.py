@@ -1,0 +1,20 @@
+from django.contrib.auth import views as auth_views
+from django.urls import path
+
+from . import views
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("login/", auth_views.LoginView.as_view(), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("projects/new/", views.project_new, name="project_new"),
+    path("p/<slug:slug>/", views.project_page, name="project"),
+    path("p/<slug:slug>/annotate/", views.annotate, name="annotate"),
+    path("p/<slug:slug>/annotate/submit/", views.submit, name="submit"),
+    path("p/<slug:slug>/annotate/skip/", views.skip, name="skip"),
+    path("p/<slug:slug>/annotate/undo/", views.undo, name="undo"),
+    path("p/<slug:slug>/import/", views.import_page, name="import"),
+    path("p/<slug:slug>/members/", views.members_page, name="members"),
+    path("p/<slug:slug>/settings/", views.settings_page, name="settings"),
+    path("p/<slug:slug>/comparisons/", views.comparisons_page, name="comparisons"),
+]

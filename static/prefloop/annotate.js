@@ -1,0 +1,81 @@
+// Keyboard for the annotation page. The page works without this file (plain form posts);
+// with it, every action has a key and the time spent on each comparison is measured here.
+(function () {
+  "use strict";
+  let shownAt = performance.now();
+
+  const workspace = () => document.getElementById("workspace");
+  const form = () => document.getElementById("judge");
+  const typing = (el) => el && el.matches && el.matches("input[type=number], input[type=text], textarea, select");
+
+  function check(name, value) {
+    const f = form();
+    const input = f && f.querySelector(`input[name="${name}"][value="${value}"]`);
+    if (!input) return;
+    input.checked = true;
+    input.dispatchEvent(new Event("change", { bubbles: true }));
+  }
+
+  function click(id) {
+    const button = document.getElementById(id);
+    if (button && !button.disabled) button.click();
+  }
+
+  function submit() {
+    const f = form();
+    if (f) f.requestSubmit(document.getElementById("submit-button"));
+  }
+
+  function focusFirst(selector) {
+    const el = form() && form().querySelector(selector);
+    if (el) { el.focus(); if (el.select) el.select(); }
+  }
+
+  // Measure from the moment a comparison is on screen to the moment it is submitted.
+  document.addEventListener("htmx:afterSwap", (event) => {
+    if (event.detail.target && event.detail.target.id === "workspace") shownAt = performance.now();
+  });
+  document.addEventListener("htmx:load", (event) => {
+    if (event.detail.elt && event.detail.elt.id === "workspace") {
+      shownAt = performance.now();
+      window.scrollTo({ top: 0 });
+    }
+  });
+  document.addEventListener("submit", (event) => {
+    const field = event.target.querySelector && event.target.querySelector('input[name="ms_spent"]');
+    if (field) field.value = String(Math.round(performance.now() - shownAt));
+  }, true);
+  document.addEventListener("htmx:configRequest", (event) => {
+    if ("ms_spent" in event.detail.parameters || event.detail.elt.id === "judge") {
+      event.detail.parameters["ms_spent"] = String(Math.round(performance.now() - shownAt));
+    }
+  });
+
+  document.addEventListener("keydown", (event) => {
+    if (!workspace()) return;
+    const target = event.target;
+    if (typing(target)) {
+      if (event.key === "Escape") { target.blur(); event.preventDefault(); }
+      else if (event.key === "Enter" && (target.tagName !== "TEXTAREA" || event.ctrlKey || event.metaKey)) {
+        event.preventDefault(); submit();
+      }
+      return;
+    }
+    if (event.ctrlKey || event.metaKey || event.altKey) return;
+    const actions = {
+      "1": () => check("choice", "left"), "ArrowLeft": () => check("choice", "left"),
+      "2": () => check("choice", "right"), "ArrowRight": () => check("choice", "right"),
+      "3": () => check("choice", "tie"), "ArrowDown": () => check("choice", "tie"),
+      "q": () => check("strength", "slight"), "w": () => check("strength", "clear"),
+      "e": () => check("strength", "decisive"),
+      "Enter": submit,
+      "s": () => click("skip-button"),
+      "u": () => click("undo-button"),
+      "r": () => focusFirst("table.rubric input"),
+      "n": () => focusFirst("textarea[name=rationale]"),
+      "?": () => { const keys = document.getElementById("keys"); if (keys) keys.hidden = !keys.hidden; },
+    };
+    const action = actions[event.key.length === 1 ? event.key.toLowerCase() : event.key];
+    if (action) { event.preventDefault(); action(); }
+  });
+})();
