@@ -290,6 +290,9 @@ class Skip(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["comparison", "annotator"], name="one_skip_per_annotator")]
 
+    def __str__(self):
+        return f"{self.annotator} skipped #{self.comparison_id}"
+
 
 class ImportBatch(models.Model):
     """One import of a file, with what it added: the audit trail of where data came from."""
@@ -312,3 +315,6 @@ class ImportBatch(models.Model):
     class Meta:
         ordering = ["-created_at"]
         verbose_name_plural = "import batches"
+
+    def __str__(self):
+        return f"{self.filename} → {self.project} ({self.rows} rows)"

@@ -66,3 +66,59 @@ def client_for(client, user):
 def fast_password_hasher(settings):
     """PBKDF2 at production strength costs ~0.4 s a user; tests need no such strength."""
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+def database_url_for_subprocess() -> str:
+    """The URL of the database this test runs on, for a worker process to share it."""
+    from django.db import connection
+
+    params = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{params['NAME']}"
+    user = params.get("USER") or "postgres"
+    return f"postgres://{user}@{params.get('HOST') or '127.0.0.1'}:{params.get('PORT') or 5432}/{params['NAME']}"
+
+
+@pytest.fixture
+def celery_worker_process(transactional_db, tmp_path):
+    """A real `celery worker` process on the real broker (Redis in the test command), sharing the
+    test database. Yields the Popen; stops it (SIGTERM) afterwards."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from config.celery import app
+
+    broker = os.environ.get("CELERY_BROKER_URL", "")
+    if not broker.startswith(("redis://", "amqp://")):
+        pytest.skip("worker tests need a real broker: run through ./prefloop test (Redis)")
+    app.control.purge()
+    log = tmp_path / "worker.log"
+    env = {**os.environ, "DATABASE_URL": database_url_for_subprocess(), "DATABASE_CONN_MAX_AGE": "0"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "default,cpu,gpu", "--pool", "solo",
+         "--without-gossip", "--without-mingle", "--loglevel", "INFO", "--logfile", str(log),
+         "--hostname", f"test-{os.getpid()}@%h"],
+        cwd=REPO, env=env, start_new_session=True,
+    )
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if log.exists() and "ready." in log.read_text():
+            break
+        if process.poll() is not None:
+            pytest.fail(f"the worker exited early:\n{log.read_text() if log.exists() else ''}")
+        time.sleep(0.2)
+    else:
+        process.kill()
+        pytest.fail("the worker did not become ready in 60 s")
+    process.log_path = log
+    yield process
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()

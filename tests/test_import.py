@@ -45,7 +45,8 @@ def test_hh_dialogues_become_chat_prompts_and_labelled_pairs(project):
     project.refresh_from_db()
     assert project.conversational
     # Spot-check the label: the judged winner is the chosen dialogue's last assistant turn.
-    first = json.loads(gzip.open(HH_DEV, "rt").readline())
+    with gzip.open(HH_DEV, "rt") as handle:
+        first = json.loads(handle.readline())
     judgment = Judgment.objects.filter(project=project).select_related(
         "comparison__candidate_a", "comparison__candidate_b", "comparison__prompt").order_by("id").first()
     winner = judgment.comparison.candidate_a if judgment.choice == "a" else judgment.comparison.candidate_b

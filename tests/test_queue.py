@@ -1,10 +1,13 @@
 """The queue and the judging actions: order, leases, sides, idempotence, undo, skip, races."""
 
+import io
+import json
 import threading
 from collections import Counter
 from datetime import timedelta
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.db import connection
 from django.utils import timezone
 
@@ -14,10 +17,12 @@ from annotate.actions import (
     NotFound,
     NotHeld,
     do_create_project,
+    do_set_member,
     do_skip,
     do_submit_judgment,
     do_undo_last_judgment,
 )
+from annotate.importers import import_stream
 from annotate.models import Comparison, Judgment, Lease, Skip
 from annotate.queue import next_comparison_for
 
@@ -74,10 +79,6 @@ def test_a_held_comparison_is_not_offered_to_anyone_else_until_it_expires(demo_p
 
 @pytest.mark.django_db
 def test_votes_wanted_gathers_distinct_annotators_then_closes(project, users):
-    from annotate.importers import import_stream
-    import io
-    import json
-
     project.votes_wanted = 2
     project.save()
     rows = [{"prompt": f"Question {i}?", "response_a": f"Yes {i}", "response_b": f"No {i}"} for i in range(3)]
@@ -136,9 +137,6 @@ def test_judging_what_you_do_not_hold_or_another_projects_item_is_refused(demo_p
 
 @pytest.mark.django_db
 def test_undo_takes_the_judgment_back_and_returns_the_comparison(project, users, settings):
-    from annotate.importers import import_stream
-    import io
-
     import_stream(project, io.BytesIO(b'{"prompt": "2+2?", "response_a": "4", "response_b": "5"}'))
     lease, result = judge(project, users["annotator"], "left", strength="decisive")
     assert Comparison.objects.get(pk=lease.comparison_id).status == "complete"
@@ -185,9 +183,6 @@ def test_skip_passes_the_comparison_to_others_only(demo_pairs, users):
     ],
 )
 def test_invalid_judgments_name_the_field_and_record_nothing(rubric_project, users, data, field):
-    from annotate.importers import import_stream
-    import io
-
     import_stream(rubric_project, io.BytesIO(b'{"prompt": "Hi", "response_a": "Hello!", "response_b": "Go away."}'))
     lease = next_comparison_for(rubric_project, users["annotator"])
 
@@ -200,9 +195,6 @@ def test_invalid_judgments_name_the_field_and_record_nothing(rubric_project, use
 
 @pytest.mark.django_db
 def test_rubric_scores_are_stored_per_stored_side(rubric_project, users):
-    from annotate.importers import import_stream
-    import io
-
     import_stream(rubric_project, io.BytesIO(b'{"prompt": "Hi", "response_a": "Hello!", "response_b": "Go away."}'))
     lease, result = judge(rubric_project, users["annotator"], "left",
                           rubric={"helpfulness": {"left": 5, "right": 1}, "honesty": {"left": 4}})
@@ -215,12 +207,6 @@ def test_rubric_scores_are_stored_per_stored_side(rubric_project, users):
 def test_concurrent_annotators_never_share_a_comparison(project, users):
     """Eight annotators in eight threads, each with its own database connection, race through 120
     comparisons: every comparison is handed out once, judged once, and none is lost."""
-    from django.contrib.auth import get_user_model
-
-    from annotate.actions import do_set_member
-    from annotate.importers import import_stream
-    import io
-    import json
 
     rows = [{"prompt": f"Item {i}: which is kinder?", "response_a": f"Kind {i}", "response_b": f"Curt {i}"}
             for i in range(120)]

@@ -16,12 +16,20 @@
     input.dispatchEvent(new Event("change", { bubbles: true }));
   }
 
+  // A key pressed right after a swap must still go through htmx, not a full page post.
+  function ready() {
+    const ws = workspace();
+    if (ws && window.htmx) window.htmx.process(ws);
+  }
+
   function click(id) {
+    ready();
     const button = document.getElementById(id);
     if (button && !button.disabled) button.click();
   }
 
   function submit() {
+    ready();
     const f = form();
     if (f) f.requestSubmit(document.getElementById("submit-button"));
   }
