@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 from dataclasses import dataclass
@@ -9,7 +10,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -26,7 +27,7 @@ from .models import (
     Skip,
     Strength,
 )
-from .queue import lease_duration
+from .queue import db_datetime, from_db_datetime, lease_duration
 
 MAX_RATIONALE = 5000
 MAX_MS_SPENT = 24 * 3600 * 1000
@@ -112,68 +113,162 @@ def validate_judgment(project: Project, data: JudgmentInput, criteria: list[Rubr
     return errors
 
 
+# PostgreSQL: the whole submit in one statement and one round trip, autocommitted. The comparison
+# row is locked first (the queue's order), the caller's lease deleted, the judgment inserted with
+# its sides mapped through the lease, and the vote counted only if the insert happened.
+SUBMIT_POSTGRES_SQL = """
+WITH target AS (
+    SELECT id, status FROM annotate_comparison
+    WHERE id = %(comparison)s AND project_id = %(project)s
+    FOR UPDATE
+), released AS (
+    DELETE FROM annotate_lease
+    WHERE comparison_id = (SELECT id FROM target) AND annotator_id = %(user)s
+    RETURNING shown_left, issued_at
+), judged AS (
+    INSERT INTO annotate_judgment (project_id, comparison_id, annotator_id, choice, strength, rubric_scores,
+                                   rationale, shown_left, ms_spent, created_at)
+    SELECT %(project)s, %(comparison)s, %(user)s,
+           CASE r.shown_left WHEN 'a' THEN %(choice_if_a)s ELSE %(choice_if_b)s END,
+           %(strength)s,
+           CASE r.shown_left WHEN 'a' THEN %(rubric_if_a)s::jsonb ELSE %(rubric_if_b)s::jsonb END,
+           %(rationale)s, r.shown_left,
+           CASE WHEN %(client_ms)s::integer IS NULL THEN s.ms ELSE LEAST(%(client_ms)s::integer, s.ms + 1000) END,
+           %(now)s
+    FROM released r
+    CROSS JOIN LATERAL (SELECT GREATEST(EXTRACT(EPOCH FROM (%(now)s - r.issued_at)) * 1000, 0)::integer AS ms) s
+    WHERE (SELECT status FROM target) <> 'retired'
+    ON CONFLICT (comparison_id, annotator_id) DO NOTHING
+    RETURNING id, choice, rubric_scores, shown_left, ms_spent
+), counted AS (
+    UPDATE annotate_comparison
+    SET votes = votes + 1,
+        status = CASE WHEN status = 'open' AND votes + 1 >= votes_wanted THEN 'complete' ELSE status END
+    WHERE id = %(comparison)s AND EXISTS (SELECT 1 FROM judged)
+    RETURNING id
+)
+SELECT (SELECT status FROM target), (SELECT count(*) FROM released), (SELECT count(*) FROM counted),
+       judged.id, judged.choice, judged.rubric_scores, judged.shown_left, judged.ms_spent
+FROM (SELECT 1) AS one LEFT JOIN judged ON true"""
+
+LOCK_COMPARISON_SQL = "SELECT status, votes, votes_wanted FROM annotate_comparison WHERE id = %s AND project_id = %s"
+INSERT_JUDGMENT_SQL = """
+INSERT INTO annotate_judgment (project_id, comparison_id, annotator_id, choice, strength, rubric_scores, rationale,
+                  shown_left, ms_spent, created_at)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (comparison_id, annotator_id) DO NOTHING
+RETURNING id"""
+
+NOT_HELD = ("You do not hold this comparison (its lease expired and went to someone else, or it was never "
+            "yours). Nothing was recorded.")
+RETIRED = "This comparison was retired by a manager. Nothing was recorded."
+
+
+def _rubric_for(shown_left: str, rubric: dict | None) -> dict:
+    mapped = {
+        key: {_side(shown_left, side): value for side, value in scores.items() if value is not None}
+        for key, scores in (rubric or {}).items()
+    }
+    return {key: scores for key, scores in mapped.items() if scores}
+
+
+def _choice_for(shown_left: str, choice: str) -> str:
+    return Choice.TIE if choice == "tie" else _side(shown_left, choice)
+
+
 def do_submit_judgment(project: Project, annotator, data: JudgmentInput, criteria=None) -> SubmitResult:
     """Record one judgment for the comparison the annotator holds.
 
     Idempotent: a retried or double-clicked submit returns the judgment already recorded.
     Refuses (NotHeld, 409) a comparison the annotator never held or whose lease went to someone
-    else after it expired. Locks the comparison row before the lease row, as the queue does.
+    else after it expired; NotFound (404) one of another project. Locks the comparison row before
+    the lease row, in the queue's order, so the two never deadlock. Hand-written SQL: this runs
+    once per judgment (see queue.py for the measurements).
     """
     criteria = list(project.criteria.all()) if criteria is None else criteria
     errors = validate_judgment(project, data, criteria)
     if errors:
         raise ActionError("The judgment has errors: " + "; ".join(errors.values()), errors)
+    strength = None if data.choice == "tie" else (data.strength or Strength.CLEAR)
+    rationale = data.rationale.strip()
     now = timezone.now()
-    with transaction.atomic():
-        comparison = (
-            Comparison.objects.select_for_update().filter(pk=data.comparison_id, project=project).first()
-        )
+    if connection.vendor == "postgresql":
+        judgment = _submit_in_one_statement(project, annotator, data, strength, rationale, now)
+    else:
+        judgment = _submit_step_by_step(project, annotator, data, strength, rationale, now)
+    if isinstance(judgment, SubmitResult):
+        return judgment
+    judgment.strength, judgment.rationale, judgment.created_at = strength, rationale, now
+    return SubmitResult(judgment, created=True)
+
+
+def _already_recorded_or_refuse(comparison_id: int, annotator) -> SubmitResult:
+    existing = Judgment.objects.filter(comparison_id=comparison_id, annotator=annotator).first()
+    if existing is None:
+        raise NotHeld(NOT_HELD)
+    return SubmitResult(existing, created=False)
+
+
+def _submit_in_one_statement(project, annotator, data, strength, rationale, now):
+    params = {
+        "comparison": data.comparison_id, "project": project.pk, "user": annotator.pk,
+        "choice_if_a": _choice_for(Side.A, data.choice), "choice_if_b": _choice_for(Side.B, data.choice),
+        "rubric_if_a": json.dumps(_rubric_for(Side.A, data.rubric)),
+        "rubric_if_b": json.dumps(_rubric_for(Side.B, data.rubric)),
+        "strength": strength, "rationale": rationale, "client_ms": data.ms_spent, "now": now,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(SUBMIT_POSTGRES_SQL, params)
+        status, released, counted, judgment_id, choice, rubric, shown_left, ms_spent = cursor.fetchone()
+    if status is None:
+        raise NotFound("This comparison does not exist in this project.")
+    if not released:
+        return _already_recorded_or_refuse(data.comparison_id, annotator)
+    if status == Comparison.Status.RETIRED:
+        raise NotHeld(RETIRED)
+    if judgment_id is None:  # judged already (an undo raced a retry): the first one stands
+        return _already_recorded_or_refuse(data.comparison_id, annotator)
+    return Judgment(id=judgment_id, project=project, comparison_id=data.comparison_id, annotator=annotator,
+                    choice=choice, rubric_scores=json.loads(rubric) if isinstance(rubric, str) else rubric,
+                    shown_left=shown_left, ms_spent=ms_spent)
+
+
+def _submit_step_by_step(project, annotator, data, strength, rationale, now):
+    """The same steps as separate statements in one transaction (SQLite holds its write lock)."""
+    lock_sql = LOCK_COMPARISON_SQL + (" FOR UPDATE" if connection.features.has_select_for_update else "")
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(lock_sql, [data.comparison_id, project.pk])
+        comparison = cursor.fetchone()
         if comparison is None:
             raise NotFound("This comparison does not exist in this project.")
-        lease = Lease.objects.filter(comparison=comparison, annotator=annotator).first()
+        status, votes, votes_wanted = comparison
+        cursor.execute("DELETE FROM annotate_lease WHERE comparison_id = %s AND annotator_id = %s RETURNING shown_left, issued_at",
+                       [data.comparison_id, annotator.pk])
+        lease = cursor.fetchone()
         if lease is None:
-            existing = Judgment.objects.filter(comparison=comparison, annotator=annotator).first()
-            if existing is not None:
-                return SubmitResult(existing, created=False)
-            raise NotHeld(
-                "You do not hold this comparison (its lease expired and went to someone else, "
-                "or it was never yours). Nothing was recorded."
-            )
-        if comparison.status == Comparison.Status.RETIRED:
-            lease.delete()
-            raise NotHeld("This comparison was retired by a manager. Nothing was recorded.")
-        rubric = {
-            key: {_side(lease.shown_left, side): value for side, value in scores.items() if value is not None}
-            for key, scores in (data.rubric or {}).items()
-        }
-        rubric = {key: scores for key, scores in rubric.items() if scores}
-        choice = Choice.TIE if data.choice == "tie" else _side(lease.shown_left, data.choice)
+            return _already_recorded_or_refuse(data.comparison_id, annotator)
+        if status == Comparison.Status.RETIRED:
+            raise NotHeld(RETIRED)
+        shown_left, issued_at = lease[0], from_db_datetime(lease[1])
+        rubric = _rubric_for(shown_left, data.rubric)
+        choice = _choice_for(shown_left, data.choice)
         # The page's own timer is more exact, but can never exceed the time the lease was held.
-        server_ms = max(int((now - lease.issued_at).total_seconds() * 1000), 0)
+        server_ms = max(int((now - issued_at).total_seconds() * 1000), 0)
         ms_spent = server_ms if data.ms_spent is None else min(data.ms_spent, server_ms + 1000)
-        try:
-            with transaction.atomic():
-                judgment = Judgment.objects.create(
-                    project=project,
-                    comparison=comparison,
-                    annotator=annotator,
-                    choice=choice,
-                    strength=None if choice == Choice.TIE else (data.strength or Strength.CLEAR),
-                    rubric_scores=rubric,
-                    rationale=data.rationale.strip(),
-                    shown_left=lease.shown_left,
-                    ms_spent=ms_spent,
-                )
-        except IntegrityError:  # judged already (undo raced a retry): keep the first
-            lease.delete()
-            return SubmitResult(Judgment.objects.get(comparison=comparison, annotator=annotator), created=False)
-        votes = comparison.votes + 1
-        status = comparison.status
-        if status == Comparison.Status.OPEN and votes >= comparison.votes_wanted:
+        cursor.execute(INSERT_JUDGMENT_SQL, [
+            project.pk, data.comparison_id, annotator.pk, choice, strength, json.dumps(rubric), rationale,
+            shown_left, ms_spent, db_datetime(now),
+        ])
+        inserted = cursor.fetchone()
+        if inserted is None:  # judged already (an undo raced a retry): the first one stands
+            return _already_recorded_or_refuse(data.comparison_id, annotator)
+        votes += 1
+        if status == Comparison.Status.OPEN and votes >= votes_wanted:
             status = Comparison.Status.COMPLETE
-        Comparison.objects.filter(pk=comparison.pk).update(votes=F("votes") + 1, status=status)
-        lease.delete()
-        return SubmitResult(judgment, created=True)
+        cursor.execute("UPDATE annotate_comparison SET votes = votes + 1, status = %s WHERE id = %s",
+                       [status, data.comparison_id])
+    return Judgment(id=inserted[0], project=project, comparison_id=data.comparison_id, annotator=annotator,
+                    choice=choice, rubric_scores=rubric, shown_left=shown_left, ms_spent=ms_spent)
 
 
 def do_skip(project: Project, annotator, comparison_id: int) -> None:

@@ -94,6 +94,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
     DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test.sqlite3")}
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # Prepared statements: psycopg prepares a query the 5th time a connection runs it, which saves
+    # PostgreSQL the planning of the queue's claim on every call (docs/benchmarks.md). Set
+    # DATABASE_PREPARED_STATEMENTS=0 behind a transaction-pooling pgbouncer.
+    if env_bool("DATABASE_PREPARED_STATEMENTS", True):
+        DATABASES["default"].setdefault("OPTIONS", {}).update(server_side_binding=True, prepare_threshold=5)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -127,7 +133,7 @@ WHITENOISE_AUTOREFRESH = DEBUG
 PREFLOOP_MAX_UPLOAD_BYTES = env_int("PREFLOOP_MAX_UPLOAD_MB", 200) * 1024 * 1024
 PREFLOOP_LEASE_SECONDS = env_int("PREFLOOP_LEASE_SECONDS", 600)
 PREFLOOP_UNDO_SECONDS = env_int("PREFLOOP_UNDO_SECONDS", 60)
-PREFLOOP_IMPORT_BATCH = env_int("PREFLOOP_IMPORT_BATCH", 2000)
+PREFLOOP_IMPORT_BATCH = env_int("PREFLOOP_IMPORT_BATCH", 5000)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024  # larger uploads stream to a temporary file
 
 # --- Celery -------------------------------------------------------------------------------

@@ -72,6 +72,14 @@ def test_reimporting_the_same_file_adds_nothing(project):
     assert ImportBatch.objects.filter(project=project).count() == 2
 
 
+def test_an_empty_model_answer_is_a_response_not_an_error(project):
+    """gpt35_turbo_instruct answered instruction 409 with nothing; the pair still imports."""
+    path = shared_file(ALPACA_JUDGMENTS / "gpt35_turbo_instruct_vs_text_davinci_003.jsonl")
+    result = import_path(project, path)
+    assert result.rows == 805
+    assert Candidate.objects.filter(prompt__project=project, text="").count() == 1
+
+
 def test_alpaca_eval_judgments_keep_generators_and_skip_undecided(project):
     rows = alpaca_rows()
     decided = sum(1 for r in rows if r["preference"] in (1, 2, 1.0, 2.0))
@@ -219,7 +227,7 @@ def test_import_command_reports_counts_and_refuses_bad_files(project, tmp_path):
     out = io.StringIO()
     call_command("import_data", str(good), "--project", project.slug, stdout=out)
     assert "25 rows (pairs)" in out.getvalue()
-    with pytest.raises(CommandError, match="line 2, field 'response_a'"):
+    with pytest.raises(CommandError, match="line 2, field 'response_a': is missing"):
         call_command("import_data", str(bad), "--project", project.slug)
     with pytest.raises(CommandError, match="Accepted formats: auto, pairs"):
         call_command("import_data", str(good), "--project", project.slug, "--format", "tsv")

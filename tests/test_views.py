@@ -219,13 +219,13 @@ def test_upload_imports_a_file_and_shows_the_counts(project, users):
 
 
 def test_upload_of_a_bad_file_names_the_problem_and_writes_nothing(project, users):
-    upload = io.BytesIO(b'{"prompt": "a", "response_a": "b", "response_b": "c"}\n{"prompt": "d", "response_a": ""}\n')
+    upload = io.BytesIO(b'{"prompt": "a", "response_a": "b", "response_b": "c"}\n{"prompt": "d", "response_b": ""}\n')
     upload.name = "bad.jsonl"
 
     response = login(users["owner"]).post(reverse("import", args=[project.slug]), {"file": upload})
 
     assert response.status_code == 400
-    assert b"line 2, field &#x27;response_a&#x27;: is missing or empty" in response.content
+    assert b"line 2, field &#x27;response_a&#x27;: is missing" in response.content
     assert not Comparison.objects.exists()
 
 
