@@ -408,7 +408,16 @@ def parse_criteria(text: str) -> list[dict]:
 
 
 def do_update_project(project: Project, *, name: str, instructions: str, votes_wanted: int, criteria: list[dict]):
-    """Change settings; a changed `votes_wanted` applies to comparisons still open."""
+    """Change settings; a changed `votes_wanted` applies to comparisons still open. `criteria`
+    replaces the rubric: each is {key, label?, description?, scale_min?=1, scale_max?=5, required?}."""
+    criteria = [{"label": c["key"].replace("_", " ").capitalize(), "description": "", "scale_min": 1, "scale_max": 5,
+                 "required": False, **{k: v for k, v in c.items() if v is not None}} for c in criteria]
+    for criterion in criteria:
+        if criterion["scale_min"] >= criterion["scale_max"]:
+            raise ActionError(f"Criterion {criterion['key']!r}: scale_min must be below scale_max.",
+                              {"criteria": f"{criterion['key']}: scale_min must be below scale_max"})
+    if len({c["key"] for c in criteria}) != len(criteria):
+        raise ActionError("Rubric keys must be unique.", {"criteria": "duplicate key"})
     with transaction.atomic():
         Project.objects.filter(pk=project.pk).update(name=name, instructions=instructions, votes_wanted=votes_wanted)
         if votes_wanted != project.votes_wanted:

@@ -57,6 +57,12 @@ class ParsedRow:
     responses: list[tuple[str, str]]  # (text, source)
     pairs: list[tuple[int, int, str | None]]  # (index, index, label a/b/tie relative to the pair)
     external_id: str = ""
+    # Set by callers that make comparisons on purpose (the API, generation rounds), not by files:
+    priority: float = 0.0
+    origin: str | None = None  # default: imported, or gold for a labelled pair under labels=gold
+    round: int = 0
+    votes_wanted: int | None = None  # default: the project's
+    item: int | None = None  # the caller's index, to report which comparison each row became
 
 
 @dataclass
@@ -400,11 +406,14 @@ class _BatchWriter:
     STAGES = {
         "import_prompt": ("hash", "text", "messages", "external_id"),
         "import_candidate": ("prompt_hash", "hash", "text", "source"),
-        "import_pair": ("prompt_hash", "hash_1", "hash_2", "label"),
-        "import_resolved": ("prompt_id", "a_id", "b_id", "label"),
+        "import_pair": ("prompt_hash", "hash_1", "hash_2", "label", "item", "priority", "origin", "round",
+                        "votes_wanted"),
+        "import_resolved": ("prompt_id", "a_id", "b_id", "label", "item", "priority", "origin", "round",
+                            "votes_wanted"),
     }
     STAGE_TYPES = {"label": "varchar(8)", "text": "text", "messages": "text", "prompt_id": "bigint",
-                   "a_id": "bigint", "b_id": "bigint"}
+                   "a_id": "bigint", "b_id": "bigint", "item": "integer", "priority": "double precision",
+                   "round": "integer", "votes_wanted": "integer", "origin": "varchar(16)"}
 
     def __init__(self, project: Project, labels: str, result: ImportResult):
         self.project = project
@@ -414,6 +423,7 @@ class _BatchWriter:
         self.is_chat = project.conversational
         self.pg = connection.vendor == "postgresql"
         self.row_number = 0
+        self.comparison_ids: dict[int, int] = {}  # item -> comparison id, for rows that carry an item
         with connection.cursor() as cursor:
             for table, columns in self.STAGES.items():
                 types = ", ".join(f"{c} {self.STAGE_TYPES.get(c, 'varchar(200)')}" for c in columns)
@@ -448,6 +458,7 @@ class _BatchWriter:
         prompts: dict[str, tuple] = {}
         candidates: dict[tuple[str, str], tuple] = {}
         pairs: dict[tuple[str, frozenset], tuple] = {}
+        same_pair: dict[int, int] = {}  # item -> the item whose identical pair was staged
         for row in rows:
             self.row_number += 1
             prompt_hash = content_hash(row.prompt_messages or row.prompt_text)
@@ -463,13 +474,27 @@ class _BatchWriter:
                     self.result.rows_skipped += 1
                     self.result.notes.append(f"row {self.row_number}: two identical responses, pair skipped")
                     continue
-                pairs.setdefault((prompt_hash, frozenset((hashes[i], hashes[j]))),
-                                 (prompt_hash, hashes[i], hashes[j], label))
+                key = (prompt_hash, frozenset((hashes[i], hashes[j])))
+                if key in pairs:
+                    if row.item is not None and pairs[key][4] is not None:
+                        same_pair[row.item] = pairs[key][4]
+                    continue
+                pairs[key] = (prompt_hash, hashes[i], hashes[j], label, row.item, row.priority, row.origin,
+                              row.round, row.votes_wanted)
         with connection.cursor() as cursor:
             self._stage(cursor, "import_prompt", prompts.values())
             self._stage(cursor, "import_candidate", candidates.values())
             self._stage(cursor, "import_pair", pairs.values())
             self._insert(cursor)
+            if same_pair or any(row.item is not None for row in rows):
+                cursor.execute("""
+                    SELECT r.item, c.id FROM import_resolved r
+                    JOIN annotate_comparison c ON c.candidate_a_id = r.a_id AND c.candidate_b_id = r.b_id
+                    WHERE r.item IS NOT NULL""")
+                self.comparison_ids.update(dict(cursor.fetchall()))
+                for item, first in same_pair.items():
+                    if first in self.comparison_ids:
+                        self.comparison_ids[item] = self.comparison_ids[first]
 
     def _insert(self, cursor) -> None:
         now = db_datetime(timezone.now())
@@ -492,24 +517,26 @@ class _BatchWriter:
         # Each pair as candidate ids in canonical order (a < b), its label turned with it.
         self._empty(cursor, "import_resolved")
         cursor.execute("""
-            INSERT INTO import_resolved (prompt_id, a_id, b_id, label)
+            INSERT INTO import_resolved (prompt_id, a_id, b_id, label, item, priority, origin, round, votes_wanted)
             SELECT p.id, CASE WHEN c1.id < c2.id THEN c1.id ELSE c2.id END,
                    CASE WHEN c1.id < c2.id THEN c2.id ELSE c1.id END,
                    CASE WHEN c1.id < c2.id OR s.label = 'tie' THEN s.label
-                        WHEN s.label = 'a' THEN 'b' WHEN s.label = 'b' THEN 'a' END
+                        WHEN s.label = 'a' THEN 'b' WHEN s.label = 'b' THEN 'a' END,
+                   s.item, s.priority, s.origin, s.round, s.votes_wanted
             FROM import_pair s
             JOIN annotate_prompt p ON p.project_id = %s AND p.content_hash = s.prompt_hash
             JOIN annotate_candidate c1 ON c1.prompt_id = p.id AND c1.content_hash = s.hash_1
             JOIN annotate_candidate c2 ON c2.prompt_id = p.id AND c2.content_hash = s.hash_2""", [project])
         gold = self.labels == "gold"
         votes = "CASE WHEN r.label IS NULL THEN 0 ELSE 1 END" if self.annotator else "0"
-        status = f"CASE WHEN {votes} >= %s THEN 'complete' ELSE 'open' END"
+        wanted = "COALESCE(r.votes_wanted, %s)"
+        default_origin = "CASE WHEN r.label IS NULL THEN 'imported' ELSE 'gold' END" if gold else "'imported'"
         cursor.execute(f"""
             INSERT INTO annotate_comparison (project_id, prompt_id, candidate_a_id, candidate_b_id, priority,
                 tiebreak, votes_wanted, votes, status, origin, round, gold_choice, created_at)
-            SELECT %s, r.prompt_id, r.a_id, r.b_id, 0, {random_key}, %s, {votes}, {status},
-                   {"CASE WHEN r.label IS NULL THEN 'imported' ELSE 'gold' END" if gold else "'imported'"}, 0,
-                   {"r.label" if gold else "NULL"}, %s
+            SELECT %s, r.prompt_id, r.a_id, r.b_id, COALESCE(r.priority, 0), {random_key}, {wanted}, {votes},
+                   CASE WHEN {votes} >= {wanted} THEN 'complete' ELSE 'open' END,
+                   COALESCE(r.origin, {default_origin}), COALESCE(r.round, 0), {"r.label" if gold else "NULL"}, %s
             FROM import_resolved r WHERE true
             ON CONFLICT (candidate_a_id, candidate_b_id) DO NOTHING
             RETURNING id""", [project, self.project.votes_wanted, self.project.votes_wanted, now])
@@ -539,6 +566,66 @@ class _BatchWriter:
                 WHERE id IN ({marks})""", chunk)
 
 
+def import_rows(
+    project: Project,
+    rows: Iterable[ParsedRow],
+    *,
+    labels: str = "judgments",
+    user=None,
+    filename: str = "",
+    format: str = "",
+    batch_size: int | None = None,
+    result: ImportResult | None = None,
+    file_sha256=None,
+) -> tuple[ImportResult, dict[int, int]]:
+    """Write parsed rows into `project` in one transaction, all or nothing, and record the batch.
+    Returns the counts and, for rows that carry an `item`, the comparison each became."""
+    if labels not in LABEL_MODES:
+        raise ImportFailed(f"Unknown label mode {labels!r}. Accepted: {', '.join(LABEL_MODES)}.")
+    batch_size = batch_size or settings.PREFLOOP_IMPORT_BATCH
+    started = time.perf_counter()
+    result = result or ImportResult(format=format)
+    with transaction.atomic():
+        writer = _BatchWriter(project, labels, result)
+        batch: list[ParsedRow] = []
+        for row in rows:
+            batch.append(row)
+            result.rows += 1
+            if len(batch) >= batch_size:
+                writer.write(batch)
+                batch = []
+        if batch:
+            writer.write(batch)
+        writer.close()
+        if result.rows == 0:
+            raise ImportFailed("There are no records. Nothing was imported.")
+        if writer.is_chat and not project.conversational:
+            Project.objects.filter(pk=project.pk).update(conversational=True)
+            project.conversational = True
+        result.sha256 = file_sha256() if file_sha256 else ""
+        ImportBatch.objects.create(
+            project=project, filename=filename[:300], sha256=result.sha256, format=result.format,
+            rows=result.rows, prompts_added=result.prompts_added, candidates_added=result.candidates_added,
+            comparisons_added=result.comparisons_added, judgments_added=result.judgments_added,
+            rows_skipped=result.rows_skipped, created_by=user if getattr(user, "pk", None) else None,
+        )
+    result.seconds = time.perf_counter() - started
+    return result, writer.comparison_ids
+
+
+def _parse(stream: IO[bytes], format: str, result: ImportResult) -> Iterator[ParsedRow]:
+    parser = None if format == "auto" else PARSERS[format]
+    for location, record in iter_records(stream):
+        if parser is None:
+            result.format = detect_format(record)
+            parser = PARSERS[result.format]
+        try:
+            yield parser(record)
+        except RowError as exc:
+            where = f", field '{exc.field_name}'" if exc.field_name else ""
+            raise ImportFailed(f"{location}{where}: {exc.message}. Nothing was imported.") from None
+
+
 def import_stream(
     project: Project,
     raw: IO[bytes],
@@ -552,50 +639,15 @@ def import_stream(
     """Import one file into `project`, all or nothing. Raises ImportFailed naming the row and field."""
     if format != "auto" and format not in FORMATS:
         raise ImportFailed(f"Unknown format {format!r}. Accepted formats: auto, {', '.join(FORMATS)}.")
-    if labels not in LABEL_MODES:
-        raise ImportFailed(f"Unknown label mode {labels!r}. Accepted: {', '.join(LABEL_MODES)}.")
-    batch_size = batch_size or settings.PREFLOOP_IMPORT_BATCH
-    started = time.perf_counter()
     stream, hashing = _open_text_stream(raw)
     result = ImportResult(format=format)
     try:
-        with transaction.atomic():
-            writer = _BatchWriter(project, labels, result)
-            parser = None if format == "auto" else PARSERS[format]
-            batch: list[ParsedRow] = []
-            for location, record in iter_records(stream):
-                if parser is None:
-                    result.format = detect_format(record)
-                    parser = PARSERS[result.format]
-                try:
-                    batch.append(parser(record))
-                except RowError as exc:
-                    where = f", field '{exc.field_name}'" if exc.field_name else ""
-                    raise ImportFailed(f"{location}{where}: {exc.message}. Nothing was imported.") from None
-                result.rows += 1
-                if len(batch) >= batch_size:
-                    writer.write(batch)
-                    batch = []
-            if batch:
-                writer.write(batch)
-            writer.close()
-            if result.rows == 0:
-                raise ImportFailed("The file holds no records. Nothing was imported.")
-            if writer.is_chat and not project.conversational:
-                Project.objects.filter(pk=project.pk).update(conversational=True)
-                project.conversational = True
-            result.sha256 = hashing.sha.hexdigest()
-            ImportBatch.objects.create(
-                project=project, filename=filename[:300], sha256=result.sha256, format=result.format,
-                rows=result.rows, prompts_added=result.prompts_added, candidates_added=result.candidates_added,
-                comparisons_added=result.comparisons_added, judgments_added=result.judgments_added,
-                rows_skipped=result.rows_skipped, created_by=user if getattr(user, "pk", None) else None,
-            )
+        import_rows(project, _parse(stream, format, result), labels=labels, user=user, filename=filename,
+                    batch_size=batch_size, result=result, file_sha256=lambda: hashing.sha.hexdigest())
     except (EOFError, gzip.BadGzipFile, OSError) as exc:
         raise ImportFailed(f"The file could not be read ({exc}). Nothing was imported.") from None
     except csv.Error as exc:
         raise ImportFailed(f"The CSV file is malformed ({exc}). Nothing was imported.") from None
-    result.seconds = time.perf_counter() - started
     return result
 
 
@@ -607,11 +659,4 @@ def import_path(project: Project, path, **kwargs) -> ImportResult:
 def iter_parsed(stream: IO[bytes], format: str = "auto") -> Iterable[ParsedRow]:
     """Parsed rows of a file without touching the database (evaluation, benchmarks)."""
     buffered, _ = _open_text_stream(stream)
-    parser = None if format == "auto" else PARSERS[format]
-    for location, record in iter_records(buffered):
-        if parser is None:
-            parser = PARSERS[detect_format(record)]
-        try:
-            yield parser(record)
-        except RowError as exc:
-            raise ImportFailed(f"{location}, field '{exc.field_name}': {exc.message}.") from None
+    yield from _parse(buffered, format, ImportResult(format=format))

@@ -18,15 +18,17 @@ _ALLOWED_ATTRIBUTES = {"a": {"href", "title"}, "code": {"class"},
                        "th": {"style"}, "td": {"style"}, "ol": {"start"}}
 
 
-@lru_cache(maxsize=1)
-def _parser() -> MarkdownIt:
-    return MarkdownIt("commonmark", {"html": False, "linkify": False, "breaks": True}).enable("table").enable(
+@lru_cache(maxsize=2)
+def _parser(breaks: bool) -> MarkdownIt:
+    return MarkdownIt("commonmark", {"html": False, "linkify": False, "breaks": breaks}).enable("table").enable(
         "strikethrough"
     )
 
 
-def render_markdown(text: str) -> SafeString:
-    html = _parser().render(text or "")
+def render_markdown(text: str, *, breaks: bool = True) -> SafeString:
+    """`breaks`: a single newline is a line break, as models write; off for hand-wrapped documents
+    such as instructions."""
+    html = _parser(breaks).render(text or "")
     cleaned = nh3.clean(
         html,
         tags=_ALLOWED_TAGS,

@@ -8,6 +8,7 @@ urlpatterns = [
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("projects/new/", views.project_new, name="project_new"),
+    path("tokens/", views.tokens_page, name="tokens"),
     path("p/<slug:slug>/", views.project_page, name="project"),
     path("p/<slug:slug>/annotate/", views.annotate, name="annotate"),
     path("p/<slug:slug>/annotate/submit/", views.submit, name="submit"),

@@ -27,8 +27,20 @@ from .actions import (
     undoable_judgment,
 )
 from .importers import FORMATS, LABEL_MODES, ImportFailed, import_stream
-from .models import Comparison, ImportBatch, Judgment, Lease, Membership, Project, Role, Side, Strength
+from .models import (
+    ApiToken,
+    Comparison,
+    ImportBatch,
+    Judgment,
+    Lease,
+    Membership,
+    Project,
+    Role,
+    Side,
+    Strength,
+)
 from .queue import next_comparison_for
+from .tokens import create_token, revoke_token
 
 KEYS = [
     ("1  ←", "left response is better"),
@@ -353,3 +365,20 @@ def comparisons_page(request: HttpRequest, slug: str) -> HttpResponse:
     return render(request, "annotate/comparisons.html",
                   {"project": project, "rows": rows, "status": status, "statuses": Comparison.Status.values,
                    "project_url": reverse("project", args=[slug])})
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def tokens_page(request: HttpRequest) -> HttpResponse:
+    """Personal API tokens: create (the secret is shown once) and revoke."""
+    new_secret = None
+    if request.method == "POST":
+        if request.POST.get("revoke"):
+            token = ApiToken.objects.filter(pk=request.POST["revoke"], user=request.user).first()
+            if token is not None:
+                revoke_token(token)
+                messages.success(request, f"Token {token.name} revoked.")
+            return redirect("tokens")
+        _, new_secret = create_token(request.user, request.POST.get("name", "").strip())
+    tokens = ApiToken.objects.filter(user=request.user)
+    return render(request, "annotate/tokens.html", {"tokens": tokens, "new_secret": new_secret})

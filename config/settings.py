@@ -44,6 +44,10 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "django_htmx",
+    "rest_framework",
+    "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "annotate",
 ]
 
@@ -137,6 +141,51 @@ PREFLOOP_UNDO_SECONDS = env_int("PREFLOOP_UNDO_SECONDS", 60)
 PREFLOOP_IMPORT_BATCH = env_int("PREFLOOP_IMPORT_BATCH", 5000)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024  # larger uploads stream to a temporary file
 
+# --- REST API ----------------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "annotate.tokens.ApiTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PAGINATION_CLASS": "annotate.pagination.IdCursorPagination",
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_THROTTLE_CLASSES": ["annotate.tokens.TokenRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {"token": env_str("PREFLOOP_API_RATE", "6000/min")},
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "URL_FORMAT_OVERRIDE": None,  # ?format= names the export format, not a renderer
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Prefloop API",
+    "DESCRIPTION": "Projects, comparisons, judgments, dataset export, training jobs. Authenticate with "
+    "`Authorization: Bearer <token>` (create one on /tokens/ or with `manage.py create_api_token`).",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",  # vendored: the docs work on an air-gapped server
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SCHEMA_PATH_PREFIX": "/api/v1",
+    "ENUM_NAME_OVERRIDES": {
+        "StoredChoiceEnum": "annotate.models.Choice",
+        "ShownChoiceEnum": ["left", "right", "tie"],
+        "ComparisonStatusEnum": "annotate.models.ComparisonStatus",
+        "DeliveryStatusEnum": "annotate.models.WebhookDelivery.Status",
+    },
+}
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("PREFLOOP_API_MAX_BODY_MB", 100) * 1024 * 1024
+CACHE_URL = env_str("PREFLOOP_CACHE_URL", "")
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}
+    if CACHE_URL.startswith("redis")
+    else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+}
+PREFLOOP_WEBHOOK_RETRIES = env_int("PREFLOOP_WEBHOOK_RETRIES", 6)
+PREFLOOP_WEBHOOK_BACKOFF_SECONDS = env_int("PREFLOOP_WEBHOOK_BACKOFF_SECONDS", 30)
+
 # --- Celery -------------------------------------------------------------------------------
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
 BROKER_DIR = DATA_DIR / "broker"
@@ -164,6 +213,7 @@ CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_BEAT_SCHEDULE = {
     "release-expired-leases": {"task": "annotate.tasks.release_expired_leases", "schedule": 300.0},
     "prune-broker-folder": {"task": "annotate.tasks.prune_processed_messages", "schedule": 3600.0},
+    "judgment-webhooks": {"task": "annotate.tasks.check_judgment_webhooks", "schedule": 15.0},
 }
 
 LOGGING = {

@@ -96,7 +96,8 @@ def celery_worker_process(transactional_db, tmp_path):
         pytest.skip("worker tests need a real broker: run through ./prefloop test (Redis)")
     app.control.purge()
     log = tmp_path / "worker.log"
-    env = {**os.environ, "DATABASE_URL": database_url_for_subprocess(), "DATABASE_CONN_MAX_AGE": "0"}
+    env = {**os.environ, "DATABASE_URL": database_url_for_subprocess(), "DATABASE_CONN_MAX_AGE": "0",
+           "PREFLOOP_WEBHOOK_BACKOFF_SECONDS": "1"}
     process = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "default,cpu,gpu", "--pool", "solo",
          "--without-gossip", "--without-mingle", "--loglevel", "INFO", "--logfile", str(log),
@@ -122,3 +123,20 @@ def celery_worker_process(transactional_db, tmp_path):
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+
+@pytest.fixture
+def api_for(users):
+    """An API client authenticated with a fresh personal token of the named user."""
+    from rest_framework.test import APIClient
+
+    from annotate.tokens import create_token
+
+    def make(name: str) -> APIClient:
+        client = APIClient()
+        if name != "anonymous":
+            _, secret = create_token(users[name], "test")
+            client.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
+        return client
+
+    return make

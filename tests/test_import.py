@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from annotate.importers import IMPORTED_USERNAME, ImportFailed, import_path, import_stream
-from annotate.models import Candidate, Comparison, ImportBatch, Judgment, Prompt
+from annotate.importers import IMPORTED_USERNAME, ImportFailed, import_path, import_stream, parse_hh
+from annotate.models import Candidate, Comparison, ImportBatch, Judgment, Prompt, content_hash
 
 from .conftest import ALPACA_JUDGMENTS, HH_DEV, shared_file
 
@@ -47,10 +47,14 @@ def test_hh_dialogues_become_chat_prompts_and_labelled_pairs(project):
     # Spot-check the label: the judged winner is the chosen dialogue's last assistant turn.
     with gzip.open(HH_DEV, "rt") as handle:
         first = json.loads(handle.readline())
-    judgment = Judgment.objects.filter(project=project).select_related(
-        "comparison__candidate_a", "comparison__candidate_b", "comparison__prompt").order_by("id").first()
+    parsed = parse_hh(first)
+    chosen = Candidate.objects.get(prompt__project=project, text=parsed.responses[0][0],
+                                   prompt__content_hash=content_hash(parsed.prompt_messages))
+    judgment = Judgment.objects.select_related("comparison__candidate_a", "comparison__candidate_b",
+                                               "comparison__prompt").get(comparison__prompt=chosen.prompt)
     winner = judgment.comparison.candidate_a if judgment.choice == "a" else judgment.comparison.candidate_b
     loser = judgment.comparison.candidate_b if judgment.choice == "a" else judgment.comparison.candidate_a
+    assert winner == chosen
     assert first["chosen"].endswith(winner.text)
     assert first["rejected"].endswith(loser.text)
     prompt = judgment.comparison.prompt

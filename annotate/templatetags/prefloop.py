@@ -11,8 +11,8 @@ def markdown_filter(text):
 
 
 @register.filter
-def get_item(mapping, key):
-    return (mapping or {}).get(key)
+def markdown_document(text):
+    return render_markdown(text, breaks=False)
 
 
 @register.filter

@@ -1,0 +1,356 @@
+"""Dataset export in the formats trainers read directly.
+
+Rows are read with a server-side cursor and written line by line, so memory stays flat whatever
+the size. A file is written once under a temporary name and renamed to the sha256 of its JSONL
+content: the name is the export's version, and the same data always yields the same version, so a
+training run can name exactly what it learned from. A small index keyed by the request (options
+plus a watermark of the project's judgments) lets a repeated request reuse the file.
+
+Formats (chat-formatted rows where the project's prompts are conversations):
+  trl-preference  prompt, chosen, rejected[, margin]     (TRL RewardTrainer, DPOTrainer)
+  trl-unpaired    prompt, completion, label              (TRL KTOTrainer)
+  rubric          prompt, response, one column per criterion (mean score)
+  raw             every judgment with its annotator, sources, timing and shown side
+
+Votes on one comparison are resolved by `votes`:
+  majority  the side with more votes wins; equal counts are a tie
+  all       every vote is a row of its own
+  weighted  strength-weighted: margin = |Σ sᵢ·dᵢ| / n, sᵢ = 1 slight, 2 clear (or unknown),
+            3 decisive, dᵢ = +1 for the winner, −1 against, 0 for a tie; agreement and
+            strength both raise it. Written to `margin`.
+A tie is dropped (`ties=drop`) or, with `ties=keep`, written as a pair with margin 0 (preference)
+— an unpaired KTO row cannot express a tie, so trl-unpaired drops ties either way.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from django.conf import settings
+from django.db import connection
+from django.db.models import Count, Max, Sum
+
+from .models import Judgment, Project
+
+EXPORT_FORMATS = ("trl-preference", "trl-unpaired", "rubric", "raw")
+VOTE_MODES = ("majority", "all", "weighted")
+TIE_MODES = ("drop", "keep")
+STRENGTH_WEIGHT = {"slight": 1, "clear": 2, "decisive": 3, None: 2}
+CURSOR_ROWS = 5000
+
+
+class ExportError(ValueError):
+    """Options that cannot be exported; the message names what to change."""
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    format: str
+    votes: str = "majority"
+    ties: str = "drop"
+    since_id: int | None = None
+    round: int | None = None
+    origin: str | None = None
+
+    def __post_init__(self):
+        if self.format not in EXPORT_FORMATS:
+            raise ExportError(f"Unknown format {self.format!r}. Known formats: {', '.join(EXPORT_FORMATS)}.")
+        if self.votes not in VOTE_MODES:
+            raise ExportError(f"Unknown votes mode {self.votes!r}. Use one of: {', '.join(VOTE_MODES)}.")
+        if self.ties not in TIE_MODES:
+            raise ExportError(f"Unknown ties mode {self.ties!r}. Use one of: {', '.join(TIE_MODES)}.")
+
+
+@dataclass
+class ExportFile:
+    path: Path
+    version: str  # sha256 of the JSONL content
+    rows: int
+    options: dict = field(default_factory=dict)
+
+
+# --- reading ----------------------------------------------------------------------------------
+
+JUDGMENTS_SQL = """
+SELECT j.id, j.comparison_id, j.choice, j.strength, p.text, p.messages, a.text, b.text
+FROM annotate_judgment j
+JOIN annotate_comparison c ON c.id = j.comparison_id
+JOIN annotate_prompt p ON p.id = c.prompt_id
+JOIN annotate_candidate a ON a.id = c.candidate_a_id
+JOIN annotate_candidate b ON b.id = c.candidate_b_id
+WHERE {where}
+ORDER BY j.comparison_id, j.id"""
+
+RAW_SQL = """
+SELECT j.id, j.comparison_id, p.text, p.messages, a.text, b.text, a.source, b.source, u.username, j.choice,
+       j.strength, j.rubric_scores, j.rationale, j.shown_left, j.ms_spent, j.created_at, c.origin, c.round
+FROM annotate_judgment j
+JOIN auth_user u ON u.id = j.annotator_id
+JOIN annotate_comparison c ON c.id = j.comparison_id
+JOIN annotate_prompt p ON p.id = c.prompt_id
+JOIN annotate_candidate a ON a.id = c.candidate_a_id
+JOIN annotate_candidate b ON b.id = c.candidate_b_id
+WHERE {where}
+ORDER BY j.id"""
+
+RUBRIC_SIDE_SQL = """
+SELECT c.candidate_{letter}_id, '{letter}', j.id, j.rubric_scores, p.text, p.messages, cand.text
+FROM annotate_judgment j
+JOIN annotate_comparison c ON c.id = j.comparison_id
+JOIN annotate_candidate cand ON cand.id = c.candidate_{letter}_id
+JOIN annotate_prompt p ON p.id = c.prompt_id
+WHERE {where}"""
+RUBRIC_SQL = RUBRIC_SIDE_SQL.replace("{letter}", "a") + " UNION ALL " + RUBRIC_SIDE_SQL.replace(
+    "{letter}", "b") + " ORDER BY 1, 3"
+
+
+def _where(project: Project, options: ExportOptions) -> tuple[str, list]:
+    clauses, params = ["j.project_id = %s"], [project.pk]
+    if options.since_id is not None:
+        clauses.append("j.id > %s")
+        params.append(options.since_id)
+    if options.round is not None:
+        clauses.append("c.round = %s")
+        params.append(options.round)
+    if options.origin:
+        clauses.append("c.origin = %s")
+        params.append(options.origin)
+    return " AND ".join(clauses), params
+
+
+def _rows(sql: str, params: list) -> Iterator[tuple]:
+    """Rows from a server-side cursor on PostgreSQL (constant memory), in chunks elsewhere."""
+    with connection.chunked_cursor() as cursor:
+        cursor.execute(sql, params)
+        while True:
+            chunk = cursor.fetchmany(CURSOR_ROWS)
+            if not chunk:
+                return
+            yield from chunk
+
+
+def _json(value):
+    return json.loads(value) if isinstance(value, str) else value
+
+
+class _Shapes:
+    """Builds prompt / response values: text, or chat messages for a conversational project."""
+
+    def __init__(self, project: Project):
+        self.chat = project.conversational
+
+    def prompt(self, text: str, messages) -> str | list:
+        if self.chat:
+            messages = _json(messages)
+            return messages if messages else [{"role": "user", "content": text}]
+        return text
+
+    def response(self, text: str) -> str | list:
+        return [{"role": "assistant", "content": text}] if self.chat else text
+
+
+def _resolve(votes: list[tuple[str, str | None]], mode: str) -> list[tuple[str, float | None]]:
+    """Outcomes of one comparison's votes: a list of (winner a/b/tie, margin or None)."""
+    if mode == "all":
+        return [(choice, None) for choice, _ in votes]
+    a = sum(1 for choice, _ in votes if choice == "a")
+    b = sum(1 for choice, _ in votes if choice == "b")
+    winner = "a" if a > b else "b" if b > a else "tie"
+    if mode == "majority":
+        return [(winner, None)]
+    if winner == "tie":
+        return [("tie", 0.0)]
+    signed = sum(STRENGTH_WEIGHT.get(strength, 2) * (1 if choice == winner else -1 if choice != "tie" else 0)
+                 for choice, strength in votes)
+    return [(winner, round(abs(signed) / len(votes), 4))]
+
+
+def iter_rows(project: Project, options: ExportOptions) -> Iterator[dict]:
+    """The export's rows, in a stable order."""
+    where, params = _where(project, options)
+    shapes = _Shapes(project)
+    if options.format == "raw":
+        yield from _raw_rows(where, params, shapes)
+    elif options.format == "rubric":
+        yield from _rubric_rows(project, where, params, shapes)
+    else:
+        yield from _preference_rows(options, where, params, shapes)
+
+
+def _preference_rows(options: ExportOptions, where: str, params: list, shapes: _Shapes) -> Iterator[dict]:
+    weighted = options.votes == "weighted"
+    current, votes, texts = None, [], None
+    for _, comparison_id, choice, strength, prompt_text, messages, a_text, b_text in _rows(
+        JUDGMENTS_SQL.format(where=where), params
+    ):
+        if comparison_id != current:
+            if current is not None:
+                yield from _pair_rows(options, votes, texts, shapes, weighted)
+            current, votes = comparison_id, []
+            texts = (prompt_text, messages, a_text, b_text)
+        votes.append((choice, strength))
+    if current is not None:
+        yield from _pair_rows(options, votes, texts, shapes, weighted)
+
+
+def _pair_rows(options, votes, texts, shapes: _Shapes, weighted: bool) -> Iterator[dict]:
+    prompt_text, messages, a_text, b_text = texts
+    prompt = shapes.prompt(prompt_text, messages)
+    for winner, margin in _resolve(votes, options.votes):
+        if winner == "tie" and (options.ties == "drop" or options.format == "trl-unpaired"):
+            continue
+        chosen, rejected = (b_text, a_text) if winner == "b" else (a_text, b_text)
+        if options.format == "trl-unpaired":
+            yield {"prompt": prompt, "completion": shapes.response(chosen), "label": True}
+            yield {"prompt": prompt, "completion": shapes.response(rejected), "label": False}
+            continue
+        row = {"prompt": prompt, "chosen": shapes.response(chosen), "rejected": shapes.response(rejected)}
+        if weighted or winner == "tie":
+            row["margin"] = 0.0 if winner == "tie" else margin
+        yield row
+
+
+def _raw_rows(where: str, params: list, shapes: _Shapes) -> Iterator[dict]:
+    for (judgment_id, comparison_id, prompt_text, messages, a_text, b_text, a_source, b_source, username, choice,
+         strength, rubric, rationale, shown_left, ms_spent, created_at, origin, round_) in _rows(
+            RAW_SQL.format(where=where), params):
+        yield {
+            "id": judgment_id, "comparison": comparison_id, "prompt": shapes.prompt(prompt_text, messages),
+            "response_a": a_text, "response_b": b_text, "source_a": a_source, "source_b": b_source,
+            "annotator": username, "choice": choice, "strength": strength, "rubric_scores": _json(rubric) or {},
+            "rationale": rationale, "shown_left": shown_left, "ms_spent": ms_spent,
+            "created_at": created_at if isinstance(created_at, str) else created_at.isoformat(),
+            "origin": origin, "round": round_,
+        }
+
+
+def _rubric_rows(project: Project, where: str, params: list, shapes: _Shapes) -> Iterator[dict]:
+    keys = list(project.criteria.values_list("key", flat=True))
+    current, sums, counts, texts = None, {}, {}, None
+
+    def row() -> dict:
+        prompt_text, messages, response = texts
+        out = {"prompt": shapes.prompt(prompt_text, messages), "response": shapes.response(response)}
+        for key in keys:
+            out[key] = round(sums[key] / counts[key], 4) if counts.get(key) else None
+        return out
+
+    for candidate_id, letter, _, rubric, prompt_text, messages, response in _rows(
+            RUBRIC_SQL.format(where=where), params + params):
+        scores = _json(rubric) or {}
+        if candidate_id != current:
+            if current is not None and counts:
+                yield row()
+            current, sums, counts = candidate_id, {}, {}
+            texts = (prompt_text, messages, response)
+        for key in keys:
+            value = (scores.get(key) or {}).get(letter)
+            if isinstance(value, int | float):
+                sums[key] = sums.get(key, 0) + value
+                counts[key] = counts.get(key, 0) + 1
+    if current is not None and counts:
+        yield row()
+
+
+# --- writing ----------------------------------------------------------------------------------
+
+
+def export_dir() -> Path:
+    path = Path(settings.MEDIA_ROOT) / "exports"
+    (path / "index").mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _watermark(project: Project, options: ExportOptions) -> str:
+    """What the export's content depends on, cheaply: the request and the judgments' identity."""
+    stats = Judgment.objects.filter(project=project).aggregate(n=Count("id"), top=Max("id"), total=Sum("id"))
+    stats = {key: int(value or 0) for key, value in stats.items()}
+    criteria = list(project.criteria.values_list("key", flat=True))
+    data = json.dumps([project.pk, project.conversational, criteria, asdict(options), stats], sort_keys=True)
+    return hashlib.sha256(data.encode()).hexdigest()
+
+
+def write_export(project: Project, options: ExportOptions) -> ExportFile:
+    """The export as a JSONL file named by its content hash (reused when nothing changed)."""
+    folder = export_dir()
+    index = folder / "index" / _watermark(project, options)
+    if index.exists():
+        known = json.loads(index.read_text())
+        path = folder / f"{known['version']}.jsonl"
+        if path.exists():
+            return ExportFile(path, known["version"], known["rows"], asdict(options))
+    digest = hashlib.sha256()
+    rows = 0
+    handle, temporary = tempfile.mkstemp(dir=folder, suffix=".partial")
+    try:
+        with os.fdopen(handle, "wb", buffering=1 << 20) as out:
+            for row in iter_rows(project, options):
+                line = (json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8")
+                digest.update(line)
+                out.write(line)
+                rows += 1
+        version = digest.hexdigest()
+        path = folder / f"{version}.jsonl"
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    index.write_text(json.dumps({"version": version, "rows": rows}))
+    return ExportFile(path, version, rows, asdict(options))
+
+
+def gzip_copy(export: ExportFile) -> Path:
+    """The same file gzipped (same version: it names the content, not the container)."""
+    target = export.path.with_suffix(".jsonl.gz")
+    if not target.exists():
+        partial = target.with_suffix(".partial")
+        with open(export.path, "rb") as source, gzip.open(partial, "wb", compresslevel=6) as out:
+            while chunk := source.read(1 << 20):
+                out.write(chunk)
+        os.replace(partial, target)
+    return target
+
+
+def parquet_copy(export: ExportFile) -> Path:
+    """The same rows as Parquet, written in row groups so memory stays bounded. Object-valued
+    columns (raw's rubric_scores) are stored as JSON text."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    target = export.path.with_suffix(".parquet")
+    if target.exists():
+        return target
+    partial = target.with_suffix(".partial")
+    writer = None
+    try:
+        with open(export.path, encoding="utf-8") as source:
+            batch: list[dict] = []
+            for line in source:
+                row = json.loads(line)
+                # Free-form objects (raw's rubric_scores) have no fixed Parquet schema: kept as JSON text.
+                batch.append({k: json.dumps(v) if isinstance(v, dict) else v for k, v in row.items()})
+                if len(batch) >= 10_000:
+                    writer = _write_parquet_batch(pa, pq, writer, partial, batch)
+                    batch = []
+            if batch or writer is None:
+                writer = _write_parquet_batch(pa, pq, writer, partial, batch)
+    finally:
+        if writer is not None:
+            writer.close()
+    os.replace(partial, target)
+    return target
+
+
+def _write_parquet_batch(pa, pq, writer, path: Path, batch: list[dict]):
+    table = pa.Table.from_pylist(batch, schema=writer.schema if writer else None)
+    if writer is None:
+        writer = pq.ParquetWriter(path, table.schema)
+    writer.write_table(table)
+    return writer
