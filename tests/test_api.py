@@ -82,8 +82,10 @@ def test_the_annotator_flow_leases_is_idempotent_and_stays_blind(alpaca_project,
     base = f"/api/v1/projects/{alpaca_project.slug}"
     assignment = client.get(f"{base}/next/").json()
     body = json.dumps(assignment)
-    for leak in ("falcon", "davinci", "source", "candidate"):
-        assert leak not in body
+    for generator in ("falcon-40b-instruct", "text_davinci_003"):
+        assert generator not in body
+    assert set(assignment) == {"comparison", "prompt", "left", "right", "lease_expires_at", "criteria"}
+    assert set(assignment["left"]) == set(assignment["right"]) == {"text"}
     assert client.get(f"{base}/next/").json()["comparison"] == assignment["comparison"]  # still held
 
     submit = {"comparison": assignment["comparison"], "choice": "right", "strength": "decisive",
