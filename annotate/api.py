@@ -323,6 +323,25 @@ class JudgmentList(generics.ListCreateAPIView):
             judgments = judgments.filter(annotator=self.request.user)
         return judgments
 
+    # The list is what sync scripts poll: rows are read as tuples and shaped here, not through
+    # model instances and the serializer's per-field machinery (1.9x the requests per second,
+    # docs/benchmarks.md). The shape is JudgmentSerializer's, which documents it.
+    LIST_COLUMNS = ("id", "comparison_id", "annotator__username", "choice", "strength", "rubric_scores", "rationale",
+                    "shown_left", "ms_spent", "created_at", "comparison__origin", "comparison__round")
+    LIST_NAMES = ("id", "comparison", "annotator", "choice", "strength", "rubric_scores", "rationale", "shown_left",
+                  "ms_spent", "created_at", "origin", "round")
+
+    def list(self, request, *args, **kwargs):
+        rows = self.filter_queryset(self.get_queryset()).values(*self.LIST_COLUMNS)
+        page = self.paginate_queryset(rows)
+        results = []
+        for row in page:
+            item = {name: row[column] for name, column in zip(self.LIST_NAMES, self.LIST_COLUMNS, strict=True)}
+            created = item["created_at"].isoformat()
+            item["created_at"] = created[:-6] + "Z" if created.endswith("+00:00") else created
+            results.append(item)
+        return self.get_paginated_response(results)
+
     def create(self, request, *args, **kwargs):
         project, _ = _member(request, kwargs["slug"])
         data = s.JudgmentSubmitSerializer(data=request.data)

@@ -33,8 +33,9 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import orjson
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Count, Max, Sum
 
 from .models import Judgment, Project
@@ -126,8 +127,10 @@ def _where(project: Project, options: ExportOptions) -> tuple[str, list]:
 
 
 def _rows(sql: str, params: list) -> Iterator[tuple]:
-    """Rows from a server-side cursor on PostgreSQL (constant memory), in chunks elsewhere."""
-    with connection.chunked_cursor() as cursor:
+    """Rows from a server-side cursor on PostgreSQL (constant memory), in chunks elsewhere.
+    Inside a transaction: outside one the cursor would be WITH HOLD, and PostgreSQL would
+    materialise the whole result before the first row."""
+    with transaction.atomic(), connection.chunked_cursor() as cursor:
         cursor.execute(sql, params)
         while True:
             chunk = cursor.fetchmany(CURSOR_ROWS)
@@ -292,7 +295,7 @@ def write_export(project: Project, options: ExportOptions) -> ExportFile:
     try:
         with os.fdopen(handle, "wb", buffering=1 << 20) as out:
             for row in iter_rows(project, options):
-                line = (json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8")
+                line = orjson.dumps(row) + b"\n"
                 digest.update(line)
                 out.write(line)
                 rows += 1

@@ -258,3 +258,15 @@ def test_schema_and_offline_docs(users, client):
     docs = client.get("/api/v1/docs/").content.decode()
     assert "/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js" in docs
     assert "cdn" not in docs and "https://" not in docs
+
+
+def test_the_fast_judgment_list_has_the_documented_shape(alpaca_project, api_for):
+    from annotate.serializers import JudgmentSerializer
+
+    client = api_for("annotator")
+    base = f"/api/v1/projects/{alpaca_project.slug}"
+    comparison = client.get(f"{base}/next/").json()["comparison"]
+    client.post(f"{base}/judgments/", {"comparison": comparison, "choice": "left", "rubric": {}}, format="json")
+    listed = client.get(f"{base}/judgments/").json()["results"][0]
+    judgment = Judgment.objects.select_related("annotator", "comparison").get(pk=listed["id"])
+    assert listed == dict(JudgmentSerializer(judgment).data)
