@@ -18,8 +18,10 @@ Votes on one comparison are resolved by `votes`:
   weighted  strength-weighted: margin = |Σ sᵢ·dᵢ| / n, sᵢ = 1 slight, 2 clear (or unknown),
             3 decisive, dᵢ = +1 for the winner, −1 against, 0 for a tie; agreement and
             strength both raise it. Written to `margin`.
-A tie is dropped (`ties=drop`) or, with `ties=keep`, written as a pair with margin 0 (preference)
-— an unpaired KTO row cannot express a tie, so trl-unpaired drops ties either way.
+A tie is dropped (`ties=drop`) or, with `ties=keep`, written as a pair (margin 0 when weighted)
+and every row of the file gets a boolean `tie` column (TRL ignores it; a tie-aware reward model
+reads it).
+An unpaired KTO row cannot express a tie, so trl-unpaired drops ties either way.
 """
 
 from __future__ import annotations
@@ -38,12 +40,12 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Count, Max, Sum
 
+from rewards.votes import VOTE_MODES, resolve
+
 from .models import Judgment, Project
 
 EXPORT_FORMATS = ("trl-preference", "trl-unpaired", "rubric", "raw")
-VOTE_MODES = ("majority", "all", "weighted")
 TIE_MODES = ("drop", "keep")
-STRENGTH_WEIGHT = {"slight": 1, "clear": 2, "decisive": 3, None: 2}
 CURSOR_ROWS = 5000
 
 
@@ -57,6 +59,7 @@ class ExportOptions:
     votes: str = "majority"
     ties: str = "drop"
     since_id: int | None = None
+    until_id: int | None = None
     round: int | None = None
     origin: str | None = None
 
@@ -117,6 +120,9 @@ def _where(project: Project, options: ExportOptions) -> tuple[str, list]:
     if options.since_id is not None:
         clauses.append("j.id > %s")
         params.append(options.since_id)
+    if options.until_id is not None:
+        clauses.append("j.id <= %s")
+        params.append(options.until_id)
     if options.round is not None:
         clauses.append("c.round = %s")
         params.append(options.round)
@@ -159,22 +165,6 @@ class _Shapes:
         return [{"role": "assistant", "content": text}] if self.chat else text
 
 
-def _resolve(votes: list[tuple[str, str | None]], mode: str) -> list[tuple[str, float | None]]:
-    """Outcomes of one comparison's votes: a list of (winner a/b/tie, margin or None)."""
-    if mode == "all":
-        return [(choice, None) for choice, _ in votes]
-    a = sum(1 for choice, _ in votes if choice == "a")
-    b = sum(1 for choice, _ in votes if choice == "b")
-    winner = "a" if a > b else "b" if b > a else "tie"
-    if mode == "majority":
-        return [(winner, None)]
-    if winner == "tie":
-        return [("tie", 0.0)]
-    signed = sum(STRENGTH_WEIGHT.get(strength, 2) * (1 if choice == winner else -1 if choice != "tie" else 0)
-                 for choice, strength in votes)
-    return [(winner, round(abs(signed) / len(votes), 4))]
-
-
 def iter_rows(project: Project, options: ExportOptions) -> Iterator[dict]:
     """The export's rows, in a stable order."""
     where, params = _where(project, options)
@@ -206,7 +196,7 @@ def _preference_rows(options: ExportOptions, where: str, params: list, shapes: _
 def _pair_rows(options, votes, texts, shapes: _Shapes, weighted: bool) -> Iterator[dict]:
     prompt_text, messages, a_text, b_text = texts
     prompt = shapes.prompt(prompt_text, messages)
-    for winner, margin in _resolve(votes, options.votes):
+    for winner, margin in resolve(votes, options.votes):
         if winner == "tie" and (options.ties == "drop" or options.format == "trl-unpaired"):
             continue
         chosen, rejected = (b_text, a_text) if winner == "b" else (a_text, b_text)
@@ -215,8 +205,10 @@ def _pair_rows(options, votes, texts, shapes: _Shapes, weighted: bool) -> Iterat
             yield {"prompt": prompt, "completion": shapes.response(rejected), "label": False}
             continue
         row = {"prompt": prompt, "chosen": shapes.response(chosen), "rejected": shapes.response(rejected)}
-        if weighted or winner == "tie":
+        if weighted:
             row["margin"] = 0.0 if winner == "tie" else margin
+        if options.ties == "keep":
+            row["tie"] = winner == "tie"
         yield row
 
 

@@ -49,6 +49,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "annotate",
+    "training",
 ]
 
 MIDDLEWARE = [
@@ -186,6 +187,11 @@ CACHES = {
 PREFLOOP_WEBHOOK_RETRIES = env_int("PREFLOOP_WEBHOOK_RETRIES", 6)
 PREFLOOP_WEBHOOK_BACKOFF_SECONDS = env_int("PREFLOOP_WEBHOOK_BACKOFF_SECONDS", 30)
 
+# --- Jobs --------------------------------------------------------------------------------------
+PREFLOOP_JOB_HEARTBEAT_SECONDS = env_int("PREFLOOP_JOB_HEARTBEAT_SECONDS", 5)
+PREFLOOP_JOB_HEARTBEAT_TIMEOUT = env_int("PREFLOOP_JOB_HEARTBEAT_TIMEOUT", 120)
+PREFLOOP_JOB_REQUEUE_SECONDS = env_int("PREFLOOP_JOB_REQUEUE_SECONDS", 300)
+
 # --- Celery -------------------------------------------------------------------------------
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
 BROKER_DIR = DATA_DIR / "broker"
@@ -214,6 +220,7 @@ CELERY_BEAT_SCHEDULE = {
     "release-expired-leases": {"task": "annotate.tasks.release_expired_leases", "schedule": 300.0},
     "prune-broker-folder": {"task": "annotate.tasks.prune_processed_messages", "schedule": 3600.0},
     "judgment-webhooks": {"task": "annotate.tasks.check_judgment_webhooks", "schedule": 15.0},
+    "sweep-jobs": {"task": "training.sweep_jobs", "schedule": 30.0},
 }
 
 LOGGING = {

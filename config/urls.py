@@ -4,5 +4,7 @@ from django.urls import include, path
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include("annotate.api_urls")),
+    path("api/v1/", include("training.api_urls")),
+    path("", include("training.urls")),
     path("", include("annotate.urls")),
 ]

@@ -58,7 +58,10 @@ def test_majority_weighted_and_all_votes(voted):
     assert majority[1]["chosen"] == third.candidate_b.text
     assert [row["margin"] for row in weighted] == [round((3 + 2 - 1) / 3, 4), 2.0]
     assert len(every) == 6  # one row per vote; none of the six is a tie
-    assert [row.get("margin") for row in kept] == [None, 0.0, None]
+    assert [row["tie"] for row in kept] == [False, True, False]
+    assert "margin" not in kept[1]
+    kept_weighted = list(iter_rows(project, ExportOptions("trl-preference", votes="weighted", ties="keep")))
+    assert [(row["tie"], row["margin"]) for row in kept_weighted] == [(False, 1.3333), (True, 0.0), (False, 2.0)]
 
 
 def test_unpaired_rows_for_kto(voted):

@@ -1,0 +1,272 @@
+"""Jobs against a real Celery worker process on Redis: launch from the page, the API and the
+command line; live progress, plots, checkpoint with lineage; cancel, retry; a worker killed with
+SIGKILL; a broker restart; configs and projects refused before anything is queued."""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.test import Client
+
+from annotate.importers import import_path
+from annotate.models import Candidate
+from training import jobs
+from training.models import CandidateScore, Checkpoint, DatasetSnapshot, Job, JobMetric
+
+from .conftest import ALPACA_JUDGMENTS, REPO, database_url_for_subprocess, shared_file
+
+pytestmark = [pytest.mark.worker, pytest.mark.ml]
+
+QUICK = {"max_steps": 6, "batch_size": 8, "max_length": 96, "learning_rate": 1e-4, "min_pairs": 10}
+SLOW = {**QUICK, "max_steps": 400}
+
+
+@pytest.fixture
+def judged(project):
+    import_path(project, shared_file(ALPACA_JUDGMENTS / "gpt4_1106_preview_vs_text_davinci_003.jsonl"))
+    return project
+
+
+def wait_for(job, statuses, seconds=180, log=None):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        job.refresh_from_db()
+        if job.status in statuses:
+            return job
+        time.sleep(0.3)
+    tail = log.read_text()[-4000:] if log and log.exists() else ""
+    raise AssertionError(f"job {job.pk} stayed {job.status} ({job.message}); worker log:\n{tail}")
+
+
+def manager_client(users):
+    client = Client()
+    client.force_login(users["manager"])
+    return client
+
+
+def test_a_manager_launches_watches_and_gets_a_checkpoint_with_lineage(celery_worker_process, judged, users):
+    client = manager_client(users)
+    response = client.post(f"/p/{judged.slug}/jobs/", {"kind": "reward_model", **QUICK, "base_model": "minilm",
+                                                       "loss": "bt", "votes": "majority"})
+    assert response.status_code == 302, response.content[:500]
+    job = Job.objects.get()
+    assert response["Location"] == f"/p/{judged.slug}/jobs/{job.pk}/"
+
+    live = client.get(response["Location"])
+    assert live.status_code == 200 and b'hx-trigger="every 2s"' in live.content
+    wait_for(job, {Job.Status.SUCCEEDED, Job.Status.FAILED}, log=celery_worker_process.log_path)
+    assert job.status == Job.Status.SUCCEEDED, job.error
+
+    checkpoint = Checkpoint.objects.get(job=job)
+    assert (checkpoint.directory / "prefloop.json").exists()
+    snapshot = checkpoint.snapshots.get()
+    assert snapshot.judgments == 805 - sum(1 for line in open(  # noqa: SIM115
+        ALPACA_JUDGMENTS / "gpt4_1106_preview_vs_text_davinci_003.jsonl") if '"preference": 0' in line)
+    assert (Path(settings.MEDIA_ROOT) / snapshot.path).exists()
+    assert job.result["eval"]["baselines"]["longer_wins"] > 0.5
+    page = client.get(f"/p/{judged.slug}/jobs/{job.pk}/").content.decode()
+    assert "Held-out evaluation" in page and "longer response wins" in page
+    assert "hx-trigger" not in page  # finished: no more polling
+    assert JobMetric.objects.filter(job=job, name="train/loss").count() >= 2
+    plot = client.get(f"/p/{judged.slug}/jobs/{job.pk}/plot.png?metric=train/loss")
+    assert plot.status_code == 200 and plot["Content-Type"] == "image/png" and plot.content[:4] == b"\x89PNG"
+    lineage = client.get(f"/p/{judged.slug}/models/{checkpoint.pk}/").content.decode()
+    assert snapshot.sha256[:13] in lineage and f"judgment ids up to {snapshot.judgment_watermark}" in lineage
+
+    # Scoring with the new checkpoint, visible on the model's page.
+    score_job = jobs.launch(judged, "score", {"checkpoint": checkpoint.pk, "batch_size": 16})
+    wait_for(score_job, {Job.Status.SUCCEEDED, Job.Status.FAILED}, log=celery_worker_process.log_path)
+    assert score_job.status == Job.Status.SUCCEEDED, score_job.error
+    responses = Candidate.objects.filter(prompt__project=judged).count()
+    assert CandidateScore.objects.filter(checkpoint=checkpoint).count() == score_job.result["scored"] == responses
+    assert f"{responses} responses scored" in client.get(f"/p/{judged.slug}/models/{checkpoint.pk}/").content.decode()
+
+
+def test_the_api_launches_and_refuses_bad_configs_before_queueing(celery_worker_process, judged, api_for):
+    client = api_for("owner")
+    refused = client.post("/api/v1/jobs/", {"project": judged.slug, "kind": "reward_model",
+                                            "config": {"loss": "hinge"}}, format="json")
+    assert refused.status_code == 400 and "config.loss" in refused.json()
+    unknown = client.post("/api/v1/jobs/", {"project": judged.slug, "kind": "reward_model",
+                                            "config": {"learning_rat": 0.1}}, format="json")
+    assert unknown.status_code == 400 and "config.learning_rat" in unknown.json()
+    assert not Job.objects.exists()
+    assert api_for("annotator").post("/api/v1/jobs/", {"project": judged.slug, "kind": "reward_model"},
+                                     format="json").status_code == 403
+    assert api_for("outsider").post("/api/v1/jobs/", {"project": judged.slug, "kind": "reward_model"},
+                                    format="json").status_code == 400
+
+    launched = client.post("/api/v1/jobs/", {"project": judged.slug, "kind": "reward_model",
+                                             "config": {**QUICK, "base_model": "/no/such/model"}}, format="json")
+    assert launched.status_code == 201
+    job = wait_for(Job.objects.get(pk=launched.json()["id"]), {Job.Status.FAILED, Job.Status.SUCCEEDED},
+                   log=celery_worker_process.log_path)
+    detail = client.get(f"/api/v1/jobs/{job.pk}/").json()
+    assert detail["status"] == "failed" and "/no/such/model does not exist" in detail["error"]
+    assert api_for("annotator").get(f"/api/v1/jobs/{job.pk}/").status_code == 403
+    assert api_for("outsider").get(f"/api/v1/jobs/{job.pk}/").status_code == 404
+    assert not Checkpoint.objects.exists()
+
+    retried = client.post(f"/api/v1/jobs/{job.pk}/retry/").json()
+    assert retried["status"] == "queued" and retried["attempt"] == 2
+    job = wait_for(job, {Job.Status.FAILED}, log=celery_worker_process.log_path)
+    assert job.attempt == 2
+    assert client.post(f"/api/v1/jobs/{job.pk}/retry/").status_code == 200
+    wait_for(job, {Job.Status.FAILED})
+    assert client.get("/api/v1/checkpoints/").json()["results"] == []
+
+
+def test_a_project_with_too_few_judgments_is_refused(project, users):
+    import io
+
+    from annotate.importers import import_stream
+
+    import_stream(project, io.BytesIO(b'{"prompt": "p", "response_a": "a", "response_b": "b", "preference": "a"}'))
+    response = manager_client(users).post(f"/p/{project.slug}/jobs/", {"kind": "reward_model", **QUICK})
+    assert response.status_code == 400
+    assert b"has 1 judged comparisons" in response.content
+    assert not Job.objects.exists()
+
+
+def test_jobs_pages_by_role(project, users):
+    for name, expected in (("owner", 200), ("manager", 200), ("annotator", 403), ("outsider", 404)):
+        client = Client()
+        client.force_login(users[name])
+        assert client.get(f"/p/{project.slug}/jobs/").status_code == expected
+        assert client.get(f"/p/{project.slug}/models/").status_code == expected
+
+
+def test_cancel_stops_a_running_job_at_a_step_boundary(celery_worker_process, judged, users):
+    job = jobs.launch(judged, "reward_model", SLOW)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        job.refresh_from_db()
+        if job.status == Job.Status.RUNNING and JobMetric.objects.filter(job=job).exists():
+            break
+        time.sleep(0.3)
+    response = manager_client(users).post(f"/p/{judged.slug}/jobs/{job.pk}/cancel/")
+    assert response.status_code == 302
+    wait_for(job, {Job.Status.CANCELLED, Job.Status.FAILED, Job.Status.SUCCEEDED}, seconds=60,
+             log=celery_worker_process.log_path)
+    assert job.status == Job.Status.CANCELLED
+    assert job.progress < 0.5
+    assert not Checkpoint.objects.exists()
+    assert not jobs.scratch_dir(job).exists()
+
+
+def test_a_worker_killed_mid_training_leaves_a_failed_job_and_no_half_checkpoint(
+        celery_worker_process, judged, settings):
+    job = jobs.launch(judged, "reward_model", SLOW)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        job.refresh_from_db()
+        if job.status == Job.Status.RUNNING and JobMetric.objects.filter(job=job).exists():
+            break
+        time.sleep(0.3)
+    assert job.status == Job.Status.RUNNING
+
+    os.killpg(celery_worker_process.pid, signal.SIGKILL)
+    celery_worker_process.wait(timeout=10)
+    settings.PREFLOOP_JOB_HEARTBEAT_TIMEOUT = 3
+    time.sleep(settings.PREFLOOP_JOB_HEARTBEAT_SECONDS + 4)
+    swept = jobs.sweep()
+
+    job.refresh_from_db()
+    assert swept["failed"] == 1
+    assert job.status == Job.Status.FAILED
+    assert "stopped sending heartbeats" in job.error and "No checkpoint was registered" in job.error
+    assert not Checkpoint.objects.exists()
+    assert not jobs.scratch_dir(job).exists()
+    assert not list((Path(settings.MEDIA_ROOT) / "checkpoints").glob(f"*/*job{job.pk}"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_broker_restart_loses_no_queued_job(transactional_db, judged, tmp_path):
+    """A Redis of its own, with no persistence, as in the default install: the job's message is
+    queued, Redis restarts and forgets it, and the job still runs once a worker comes up."""
+    redis = shutil.which("redis-server")
+    if redis is None:
+        pytest.fail("redis-server is not installed")
+    port = free_port()
+    broker = f"redis://127.0.0.1:{port}/0"
+
+    def start_redis():
+        process = subprocess.Popen([redis, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                    "--appendonly", "no"], stdout=subprocess.DEVNULL)
+        for _ in range(50):
+            if subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True).stdout.strip() == b"PONG":
+                return process
+            time.sleep(0.1)
+        raise AssertionError("redis did not start")
+
+    env = {**os.environ, "DATABASE_URL": database_url_for_subprocess(), "DATABASE_CONN_MAX_AGE": "0",
+           "CELERY_BROKER_URL": broker, "PREFLOOP_JOB_REQUEUE_SECONDS": "1"}
+    server = start_redis()
+    worker = None
+    try:
+        launched = subprocess.run([sys.executable, str(REPO / "manage.py"), "run_job", "reward_model",
+                                   "--project", judged.slug, "--config", json.dumps(QUICK)],
+                                  env=env, capture_output=True, text=True, check=True)
+        job = Job.objects.get(pk=json.loads(launched.stdout.strip().splitlines()[-1])["job"])
+        queued = subprocess.run(["redis-cli", "-p", str(port), "llen", job.queue], capture_output=True, text=True)
+        assert queued.stdout.strip() == "1"
+
+        server.terminate()
+        server.wait(timeout=10)
+        server = start_redis()
+        lost = subprocess.run(["redis-cli", "-p", str(port), "llen", job.queue], capture_output=True, text=True)
+        assert lost.stdout.strip() == "0"  # the restart forgot the message
+        time.sleep(1.5)
+
+        log = tmp_path / "worker.log"
+        worker = subprocess.Popen([sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "default,cpu,gpu",
+                                   "--pool", "solo", "--without-gossip", "--without-mingle", "--loglevel", "INFO",
+                                   "--logfile", str(log), "--hostname", f"restart-{os.getpid()}@%h"],
+                                  cwd=REPO, env=env, start_new_session=True)
+        wait_for(job, {Job.Status.SUCCEEDED, Job.Status.FAILED}, seconds=180, log=log)
+        assert job.status == Job.Status.SUCCEEDED, job.error
+        assert Checkpoint.objects.filter(job=job).exists()
+    finally:
+        if worker is not None:
+            os.killpg(worker.pid, signal.SIGTERM)
+            worker.wait(timeout=30)
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def test_the_command_line_runs_a_job_and_prints_its_metrics_last(celery_worker_process, judged, tmp_path):
+    env = {**os.environ, "DATABASE_URL": database_url_for_subprocess(), "DATABASE_CONN_MAX_AGE": "0"}
+    done = subprocess.run([sys.executable, str(REPO / "manage.py"), "run_job", "reward_model", "--project",
+                           judged.slug, "--config", json.dumps(QUICK), "--wait"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    last = json.loads(done.stdout.strip().splitlines()[-1])
+    assert last["status"] == "succeeded" and 0 <= last["eval_accuracy"] <= 1
+    assert "running" in done.stderr
+    checkpoint = Checkpoint.objects.get(job_id=last["job"])
+
+    # evaluate_reward on a file in an import format
+    path = shared_file(ALPACA_JUDGMENTS / "falcon-7b-instruct_vs_text_davinci_003.jsonl")
+    lines = path.read_text().splitlines()[:40]
+    sample = tmp_path / "sample.jsonl"
+    sample.write_text("\n".join(lines))
+    evaluated = subprocess.run([sys.executable, str(REPO / "manage.py"), "evaluate_reward", str(checkpoint.pk),
+                                str(sample)], env=env, capture_output=True, text=True, timeout=300)
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    report = json.loads(evaluated.stdout.strip().splitlines()[-1])
+    assert report["n"] == sum(1 for line in lines if '"preference": 0' not in line)
+    assert set(report["baselines"]) == {"random", "longer_wins"} and 0 <= report["accuracy"] <= 1
+    assert DatasetSnapshot.objects.count() == 1

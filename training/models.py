@@ -1,0 +1,183 @@
+"""Jobs, dataset snapshots, checkpoints (the model registry, with lineage) and reward scores.
+
+The Job row is the source of truth for a job's fate, not the broker: a worker claims it with a
+conditional update, beats a heartbeat while it runs, and a sweeper fails jobs whose heartbeat went
+stale and re-sends queued jobs whose message a broker may have lost.
+"""
+
+from pathlib import Path
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from annotate.models import Candidate, Project
+
+
+class JobKind(models.TextChoices):
+    REWARD_MODEL = "reward_model", "Reward model"
+    SCORE = "score", "Score responses"
+    DPO = "dpo", "DPO"
+    GRPO = "grpo", "GRPO"
+    GENERATE = "generate", "Generate"
+    ROUND = "round", "Next round (pipeline)"
+
+
+class JobStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+TERMINAL = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+class Job(models.Model):
+    Kind = JobKind
+    Status = JobStatus
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="jobs")
+    kind = models.CharField(max_length=20, choices=JobKind.choices)
+    config = models.JSONField(default=dict, help_text="The validated config: what the run needs to repeat.")
+    status = models.CharField(max_length=12, choices=JobStatus.choices, default=JobStatus.QUEUED)
+    queue = models.CharField(max_length=20, default="cpu")
+    progress = models.FloatField(default=0.0)
+    message = models.CharField(max_length=300, blank=True)
+    error = models.TextField(blank=True)
+    result = models.JSONField(default=dict, blank=True, help_text="Final metrics.")
+    worker = models.CharField(max_length=200, blank=True)
+    attempt = models.PositiveIntegerField(default=1)
+    cancel_requested = models.BooleanField(default=False)
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE, related_name="steps",
+                               help_text="The pipeline this job is a step of.")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(status__in=JobStatus.values), name="job_status_valid"),
+            models.CheckConstraint(condition=Q(kind__in=JobKind.values), name="job_kind_valid"),
+            models.CheckConstraint(condition=Q(progress__gte=0, progress__lte=1), name="job_progress_0_to_1"),
+        ]
+        indexes = [models.Index(fields=["status", "heartbeat_at"], name="job_by_status")]
+
+    def __str__(self):
+        return f"#{self.pk} {self.kind} ({self.status})"
+
+    @property
+    def finished(self) -> bool:
+        return self.status in TERMINAL
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if not self.started_at:
+            return None
+        end = self.finished_at or self.heartbeat_at
+        return (end - self.started_at).total_seconds() if end else None
+
+
+class JobMetric(models.Model):
+    """One point of a job's metric series (loss, accuracy, reward over steps)."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="metrics")
+    step = models.PositiveIntegerField()
+    name = models.CharField(max_length=60)
+    value = models.FloatField()
+
+    class Meta:
+        indexes = [models.Index(fields=["job", "name", "step"], name="metric_series")]
+
+    def __str__(self):
+        return f"{self.name}@{self.step}={self.value:.4g}"
+
+
+class DatasetSnapshot(models.Model):
+    """A frozen export file, named by the sha256 of its content, and what it was cut from."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="snapshots")
+    sha256 = models.CharField(max_length=64)
+    path = models.CharField(max_length=500, help_text="Relative to the media directory.")
+    format = models.CharField(max_length=30)
+    options = models.JSONField(default=dict)
+    rows = models.PositiveIntegerField()
+    judgment_watermark = models.BigIntegerField(help_text="The highest judgment id it includes.")
+    judgments = models.PositiveIntegerField(default=0)
+    comparisons = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [models.UniqueConstraint(fields=["project", "sha256"], name="snapshot_unique_content")]
+
+    def __str__(self):
+        return f"{self.format} {self.sha256[:12]} ({self.rows} rows, up to judgment {self.judgment_watermark})"
+
+
+class CheckpointKind(models.TextChoices):
+    REWARD_MODEL = "reward_model", "Reward model"
+    POLICY = "policy", "Policy"
+
+
+class Checkpoint(models.Model):
+    """A registered model: complete on disk before this row exists. Lineage: the snapshots it
+    learned from, the checkpoint it started from, the reward model that guided it, the job."""
+
+    Kind = CheckpointKind
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="checkpoints")
+    kind = models.CharField(max_length=20, choices=CheckpointKind.choices)
+    name = models.CharField(max_length=200)
+    base_model = models.CharField(max_length=300)
+    path = models.CharField(max_length=500, help_text="Relative to the media directory.")
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="children")
+    reward_model = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    snapshots = models.ManyToManyField(DatasetSnapshot, blank=True, related_name="checkpoints")
+    job = models.OneToOneField(Job, null=True, blank=True, on_delete=models.SET_NULL, related_name="checkpoint")
+    metrics = models.JSONField(default=dict, blank=True)
+    config = models.JSONField(default=dict, blank=True)
+    size_bytes = models.BigIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [models.CheckConstraint(condition=Q(kind__in=CheckpointKind.values), name="checkpoint_kind")]
+
+    def __str__(self):
+        return f"{self.name} (#{self.pk})"
+
+    @property
+    def directory(self) -> Path:
+        return Path(settings.MEDIA_ROOT) / self.path
+
+    def lineage(self) -> list["Checkpoint"]:
+        """This checkpoint and its ancestors, newest first."""
+        chain, seen, node = [], set(), self
+        while node is not None and node.pk not in seen:
+            chain.append(node)
+            seen.add(node.pk)
+            node = node.parent
+        return chain
+
+
+class CandidateScore(models.Model):
+    """A reward model's score for one response: the ensemble mean and its spread."""
+
+    candidate = models.ForeignKey(Candidate, on_delete=models.CASCADE, related_name="scores")
+    checkpoint = models.ForeignKey(Checkpoint, on_delete=models.CASCADE, related_name="scores")
+    score = models.FloatField()
+    spread = models.FloatField(default=0.0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["candidate", "checkpoint"], name="one_score_per_checkpoint")]
+
+    def __str__(self):
+        return f"{self.candidate_id} by {self.checkpoint_id}: {self.score:.3f} ± {self.spread:.3f}"

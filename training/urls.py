@@ -1,0 +1,14 @@
+from django.urls import path
+
+from . import views
+
+urlpatterns = [
+    path("p/<slug:slug>/jobs/", views.jobs_page, name="jobs"),
+    path("p/<slug:slug>/jobs/list/", views.jobs_list_fragment, name="jobs_fragment"),
+    path("p/<slug:slug>/jobs/<int:job_id>/", views.job_page, name="job"),
+    path("p/<slug:slug>/jobs/<int:job_id>/cancel/", views.job_cancel, name="job_cancel"),
+    path("p/<slug:slug>/jobs/<int:job_id>/retry/", views.job_retry, name="job_retry"),
+    path("p/<slug:slug>/jobs/<int:job_id>/plot.png", views.job_plot, name="job_plot"),
+    path("p/<slug:slug>/models/", views.models_page, name="models"),
+    path("p/<slug:slug>/models/<int:checkpoint_id>/", views.model_page, name="model"),
+]
