@@ -39,6 +39,7 @@ from .models import (
     Side,
     Strength,
 )
+from .panels import render_panels
 from .queue import next_comparison_for
 from .tokens import create_token, revoke_token
 
@@ -254,6 +255,7 @@ def project_page(request: HttpRequest, slug: str) -> HttpResponse:
         "annotators": stats.annotator_progress(project),
         "agreement": stats.agreement(project),
         "imports": ImportBatch.objects.filter(project=project).select_related("created_by")[:10],
+        "panels": render_panels(request, project),
     }
     return render(request, "annotate/project.html", context)
 

@@ -1,6 +1,7 @@
 """Prefloop settings. Every value comes from the environment and has a working default
 (SQLite, a filesystem broker, a local media directory): see the table in README.md."""
 
+import os
 import secrets
 from pathlib import Path
 
@@ -191,6 +192,8 @@ PREFLOOP_WEBHOOK_BACKOFF_SECONDS = env_int("PREFLOOP_WEBHOOK_BACKOFF_SECONDS", 3
 PREFLOOP_JOB_HEARTBEAT_SECONDS = env_int("PREFLOOP_JOB_HEARTBEAT_SECONDS", 5)
 PREFLOOP_JOB_HEARTBEAT_TIMEOUT = env_int("PREFLOOP_JOB_HEARTBEAT_TIMEOUT", 120)
 PREFLOOP_JOB_REQUEUE_SECONDS = env_int("PREFLOOP_JOB_REQUEUE_SECONDS", 300)
+# Runners know nothing of Django: they read the model cache (SmolLM2 converted from GGUF) from here.
+os.environ.setdefault("PREFLOOP_MODEL_CACHE", str(DATA_DIR / "models"))
 
 # --- Celery -------------------------------------------------------------------------------
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")

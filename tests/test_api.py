@@ -270,3 +270,26 @@ def test_the_fast_judgment_list_has_the_documented_shape(alpaca_project, api_for
     listed = client.get(f"{base}/judgments/").json()["results"][0]
     judgment = Judgment.objects.select_related("annotator", "comparison").get(pk=listed["id"])
     assert listed == dict(JudgmentSerializer(judgment).data)
+
+
+def test_job_and_checkpoint_endpoints_by_role(project, api_for):
+    from training.models import Checkpoint, Job
+
+    job = Job.objects.create(project=project, kind="reward_model", status="failed", error="boom")
+    checkpoint = Checkpoint.objects.create(project=project, kind="reward_model", name="rm", base_model="minilm",
+                                           path="checkpoints/x", job=job)
+    owner, annotator, outsider = api_for("owner"), api_for("annotator"), api_for("outsider")
+    assert [j["id"] for j in owner.get("/api/v1/jobs/").json()["results"]] == [job.pk]
+    assert annotator.get("/api/v1/jobs/").json()["results"] == []
+    assert outsider.get("/api/v1/jobs/").json()["results"] == []
+    for url in (f"/api/v1/jobs/{job.pk}/", f"/api/v1/jobs/{job.pk}/metrics/"):
+        assert owner.get(url).status_code == 200
+        assert annotator.get(url).status_code == 403
+        assert outsider.get(url).status_code == 404
+    for url in (f"/api/v1/jobs/{job.pk}/cancel/", f"/api/v1/jobs/{job.pk}/retry/"):
+        assert annotator.post(url).status_code == 403
+        assert outsider.post(url).status_code == 404
+    assert owner.get(f"/api/v1/checkpoints/{checkpoint.pk}/").json()["lineage"] == [checkpoint.pk]
+    assert annotator.get(f"/api/v1/checkpoints/{checkpoint.pk}/").status_code == 404
+    assert outsider.get("/api/v1/checkpoints/").json()["results"] == []
+    assert api_for("anonymous").get("/api/v1/jobs/").status_code == 401

@@ -4,3 +4,10 @@ from django.apps import AppConfig
 class TrainingConfig(AppConfig):
     name = "training"
     verbose_name = "Training"
+
+    def ready(self):
+        from annotate.panels import register
+
+        from .panels import rounds_panel
+
+        register(rounds_panel)

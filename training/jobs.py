@@ -95,12 +95,24 @@ def launch(project: Project, kind: str, config: dict | None = None, *, user=None
     parsed = parse_config(kind, config)
     spec = kinds()[kind]
     spec.check(project, parsed)
+    now = timezone.now()
     with transaction.atomic():
         job = Job.objects.create(project=project, kind=kind, config=parsed.to_dict(), queue=queue or spec.queue,
                                  created_by=user if getattr(user, "pk", None) else None, parent=parent,
-                                 enqueued_at=timezone.now())
-        transaction.on_commit(lambda: send(job))
+                                 enqueued_at=now)
+        if spec.pipeline:  # no worker runs it: it starts its steps
+            Job.objects.filter(pk=job.pk).update(status=Job.Status.RUNNING, started_at=now, message="starting")
+            job.status, job.started_at = Job.Status.RUNNING, now
+            transaction.on_commit(lambda: _start_pipeline(job.pk))
+        else:
+            transaction.on_commit(lambda: send(job))
     return job
+
+
+def _start_pipeline(job_id: int) -> None:
+    from .pipeline import start
+
+    start(Job.objects.select_related("project").get(pk=job_id))
 
 
 def send(job: Job) -> None:
@@ -200,7 +212,8 @@ class Heartbeat:
 
 def run(job_id: int) -> str:
     """The body of the Celery task: claim, execute, finish. Returns the final status."""
-    close_old_connections()
+    if not connection.in_atomic_block:  # a worker between tasks; not a caller inside its own transaction
+        close_old_connections()
     job = claim(job_id)
     if job is None:
         return "not claimed"
@@ -256,8 +269,13 @@ def finish(job: Job, status: str, *, error: str = "", outcome: Outcome | None = 
                 project=job.project, job=job, path=str(final_dir.relative_to(media())), size_bytes=size,
                 metrics=outcome.metrics, **spec)
             checkpoint.snapshots.set(snapshots)
-        transaction.on_commit(lambda: _announce(job.pk))
+        announce_later(job.pk)
     return status
+
+
+def announce_later(job_id: int) -> None:
+    """Once committed: webhooks hear that the job ended, and its pipeline moves on."""
+    transaction.on_commit(lambda: _announce(job_id))
 
 
 def _announce(job_id: int) -> None:
@@ -283,7 +301,7 @@ def cancel(job: Job) -> Job:
         now = timezone.now()
         if Job.objects.filter(pk=job.pk, status=Job.Status.QUEUED).update(
                 status=Job.Status.CANCELLED, finished_at=now, message="cancelled", cancel_requested=True):
-            transaction.on_commit(lambda: _announce(job.pk))
+            announce_later(job.pk)
         else:
             Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING).update(cancel_requested=True,
                                                                             message="cancelling")
@@ -295,15 +313,17 @@ def cancel(job: Job) -> Job:
 
 def retry(job: Job) -> Job:
     """Queue a failed or cancelled job again, as a new attempt with the same config."""
+    pipeline = kinds()[job.kind].pipeline
+    now = timezone.now()
     with transaction.atomic():
         updated = Job.objects.filter(pk=job.pk, status__in=[Job.Status.FAILED, Job.Status.CANCELLED]).update(
-            status=Job.Status.QUEUED, attempt=job.attempt + 1, error="", progress=0.0, message="queued again",
-            cancel_requested=False, started_at=None, finished_at=None, heartbeat_at=None, worker="",
-            enqueued_at=timezone.now(), result={})
+            status=Job.Status.RUNNING if pipeline else Job.Status.QUEUED, attempt=job.attempt + 1, error="",
+            progress=0.0, message="queued again", cancel_requested=False, started_at=now if pipeline else None,
+            finished_at=None, heartbeat_at=None, worker="", enqueued_at=now, result={})
         if not updated:
             raise LaunchRefused(f"Only a failed or cancelled job can be retried; this one is {job.status}.")
         JobMetric.objects.filter(job=job).delete()
-        transaction.on_commit(lambda: send(job))
+        transaction.on_commit(lambda: _start_pipeline(job.pk) if pipeline else send(job))
     job.refresh_from_db()
     return job
 
@@ -322,7 +342,7 @@ def sweep(now=None) -> dict:
                 status=Job.Status.FAILED, error=reason, finished_at=now, message="worker lost"):
             failed += 1
             shutil.rmtree(scratch_dir(job), ignore_errors=True)
-            transaction.on_commit(lambda job_id=job.pk: _announce(job_id))
+            announce_later(job.pk)
     resent = 0
     base = settings.PREFLOOP_JOB_REQUEUE_SECONDS
     fresh = now - timeout

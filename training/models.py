@@ -136,7 +136,8 @@ class Checkpoint(models.Model):
     kind = models.CharField(max_length=20, choices=CheckpointKind.choices)
     name = models.CharField(max_length=200)
     base_model = models.CharField(max_length=300)
-    path = models.CharField(max_length=500, help_text="Relative to the media directory.")
+    path = models.CharField(max_length=500, blank=True,
+                            help_text="Relative to the media directory; empty for an untrained base model.")
     parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="children")
     reward_model = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     snapshots = models.ManyToManyField(DatasetSnapshot, blank=True, related_name="checkpoints")
@@ -156,6 +157,11 @@ class Checkpoint(models.Model):
     @property
     def directory(self) -> Path:
         return Path(settings.MEDIA_ROOT) / self.path
+
+    @property
+    def model_name(self) -> str:
+        """What a runner loads: the checkpoint's directory, or the base model's name."""
+        return str(self.directory) if self.path else self.base_model
 
     def lineage(self) -> list["Checkpoint"]:
         """This checkpoint and its ancestors, newest first."""
@@ -181,3 +187,24 @@ class CandidateScore(models.Model):
 
     def __str__(self):
         return f"{self.candidate_id} by {self.checkpoint_id}: {self.score:.3f} ± {self.spread:.3f}"
+
+
+class GeneratedCandidate(models.Model):
+    """Which policy wrote a response, in which round, and as what: the new policy or its parent."""
+
+    class Role(models.TextChoices):
+        NEW = "new", "New policy"
+        PARENT = "parent", "Parent policy"
+
+    candidate = models.OneToOneField(Candidate, on_delete=models.CASCADE, related_name="generated")
+    checkpoint = models.ForeignKey(Checkpoint, on_delete=models.PROTECT, related_name="answers")
+    job = models.ForeignKey(Job, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    round = models.PositiveIntegerField()
+    role = models.CharField(max_length=8, choices=Role.choices)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["round", "role"], name="generated_by_round")]
+
+    def __str__(self):
+        return f"{self.role} answer by {self.checkpoint_id} in round {self.round}"

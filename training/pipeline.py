@@ -1,5 +1,109 @@
-"""Pipelines of jobs (the "next round"): filled in with DPO/GRPO and generation."""
+"""The next round as a pipeline of jobs: reward model → DPO or GRPO → generate and enqueue. The
+pipeline's own row runs no code: each step is a job of its own, launched when the one before
+succeeds, so each can be watched and cancelled; cancelling the pipeline cancels its current step."""
+
+from __future__ import annotations
+
+from django.db import transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from annotate.models import Comparison
+
+from .models import Checkpoint, Job
+
+
+def plan(config) -> list[str]:
+    return ([Job.Kind.REWARD_MODEL] if config.train_reward_model else []) + [config.method, Job.Kind.GENERATE]
+
+
+def start(pipeline: Job) -> None:
+    """Called once the pipeline row is committed: number the round, launch the first step."""
+    top = Comparison.objects.filter(project=pipeline.project).aggregate(top=Max("round"))["top"] or 0
+    Job.objects.filter(pk=pipeline.pk).update(result={"round": top + 1})
+    advance(pipeline.pk)
+
+
+def _config_of(pipeline: Job):
+    from .kinds import KINDS
+
+    return KINDS[Job.Kind.ROUND].config.from_dict(pipeline.config)
 
 
 def advance(pipeline_id: int) -> None:
-    """Start the next step of a pipeline when one finishes."""
+    """Launch the pipeline's next step, or close the pipeline when a step failed or all are done."""
+    from .jobs import LaunchRefused, launch
+
+    with transaction.atomic():
+        pipeline = Job.objects.select_for_update().select_related("project").get(pk=pipeline_id)
+        if pipeline.status != Job.Status.RUNNING:
+            return
+        config = _config_of(pipeline)
+        steps_planned = plan(config)
+        steps = list(pipeline.steps.filter(created_at__gte=pipeline.started_at).order_by("id"))
+        if steps and not steps[-1].finished:
+            return
+        if steps and steps[-1].status != Job.Status.SUCCEEDED:
+            last = steps[-1]
+            status = Job.Status.CANCELLED if last.status == Job.Status.CANCELLED else Job.Status.FAILED
+            _close(pipeline, status, error=f"Step {len(steps)} ({last.kind}, job #{last.pk}) {last.status}: "
+                                           f"{last.error}".strip())
+            return
+        if len(steps) == len(steps_planned):
+            _close(pipeline, Job.Status.SUCCEEDED, result=_summary(pipeline, steps))
+            return
+        kind = steps_planned[len(steps)]
+        step_config = _step_config(pipeline, config, kind, steps)
+        try:
+            launch(pipeline.project, kind, step_config, user=pipeline.created_by, parent=pipeline)
+        except LaunchRefused as exc:
+            _close(pipeline, Job.Status.FAILED, error=f"Step {len(steps) + 1} ({kind}) was refused: {exc.message}")
+            return
+        Job.objects.filter(pk=pipeline.pk).update(
+            progress=len(steps) / len(steps_planned), message=f"step {len(steps) + 1}/{len(steps_planned)}: {kind}")
+
+
+def _checkpoint_of(step: Job) -> int | None:
+    checkpoint = Checkpoint.objects.filter(job=step).first()
+    return checkpoint.pk if checkpoint else None
+
+
+def _step_config(pipeline: Job, config, kind: str, steps: list[Job]) -> dict:
+    by_kind = {step.kind: step for step in steps}
+    if kind == Job.Kind.REWARD_MODEL:
+        return dict(config.reward_model)
+    if kind == Job.Kind.DPO:
+        return dict(config.dpo)
+    if kind == Job.Kind.GRPO:
+        values = dict(config.grpo)
+        if Job.Kind.REWARD_MODEL in by_kind:
+            values.setdefault("reward_model", _checkpoint_of(by_kind[Job.Kind.REWARD_MODEL]))
+        return values
+    values = dict(config.generate)
+    values["checkpoint"] = _checkpoint_of(by_kind[config.method])
+    values["round"] = pipeline.result.get("round", 0)
+    return values
+
+
+def _summary(pipeline: Job, steps: list[Job]) -> dict:
+    out = {"round": pipeline.result.get("round"), "steps": [step.pk for step in steps]}
+    for step in steps:
+        if step.kind == Job.Kind.REWARD_MODEL:
+            out["reward_model"] = _checkpoint_of(step)
+            out["reward_model_accuracy"] = step.result.get("eval_accuracy")
+        elif step.kind in (Job.Kind.DPO, Job.Kind.GRPO):
+            out["policy"] = _checkpoint_of(step)
+            out.update({k: v for k, v in step.result.items() if k.startswith("heldout_")})
+        elif step.kind == Job.Kind.GENERATE:
+            out["comparisons_added"] = step.result.get("comparisons_added")
+    return out
+
+
+def _close(pipeline: Job, status: str, *, error: str = "", result: dict | None = None) -> None:
+    from .jobs import announce_later
+
+    Job.objects.filter(pk=pipeline.pk).update(
+        status=status, error=error[:5000], finished_at=timezone.now(), message=status,
+        progress=1.0 if status == Job.Status.SUCCEEDED else pipeline.progress,
+        result={**pipeline.result, **(result or {})})
+    announce_later(pipeline.pk)

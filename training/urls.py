@@ -9,6 +9,7 @@ urlpatterns = [
     path("p/<slug:slug>/jobs/<int:job_id>/cancel/", views.job_cancel, name="job_cancel"),
     path("p/<slug:slug>/jobs/<int:job_id>/retry/", views.job_retry, name="job_retry"),
     path("p/<slug:slug>/jobs/<int:job_id>/plot.png", views.job_plot, name="job_plot"),
+    path("p/<slug:slug>/rounds/next/", views.round_launch, name="round_launch"),
     path("p/<slug:slug>/models/", views.models_page, name="models"),
     path("p/<slug:slug>/models/<int:checkpoint_id>/", views.model_page, name="model"),
 ]

@@ -26,7 +26,12 @@ def _kind_forms(values=None, errors=None):
     for kind, spec in jobs.kinds().items():
         fields = spec.config.describe()
         for f in fields:
-            f["value"] = (values or {}).get(f["name"], f["default"]) if (values or {}).get("kind") == kind else f["default"]
+            value = (values or {}).get(f["name"], f["default"]) if (values or {}).get("kind") == kind else f["default"]
+            if isinstance(value, dict):
+                value = json.dumps(value)
+            elif isinstance(value, list):
+                value = ", ".join(str(item) for item in value)
+            f["value"] = value
             f["input"] = "checkbox" if f["type"] == "bool" else "number" if f["type"] in ("int", "float") else "text"
         forms.append({"kind": kind, "label": spec.label, "fields": fields,
                       "errors": errors if (values or {}).get("kind") == kind else None})
@@ -170,3 +175,17 @@ def model_page(request: HttpRequest, slug: str, checkpoint_id: int) -> HttpRespo
     return render(request, "training/model.html", {
         "project": project, "checkpoint": checkpoint, "lineage": lineage, "score_summary": summary,
         "uncertain": uncertain, "metrics_json": json.dumps(checkpoint.metrics, indent=2)})
+
+
+@login_required
+@require_POST
+def round_launch(request: HttpRequest, slug: str) -> HttpResponse:
+    """The "next round" button: reward model → DPO or GRPO → generate → enqueue, CPU-sized."""
+    project, _ = get_project_for_manager(request, slug)
+    try:
+        job = jobs.launch(project, Job.Kind.ROUND, {"method": request.POST.get("method", "dpo")}, user=request.user)
+    except jobs.LaunchRefused as exc:
+        messages.error(request, exc.message)
+        return redirect("project", slug=slug)
+    messages.success(request, f"Round pipeline #{job.pk} started.")
+    return redirect("job", slug=slug, job_id=job.pk)

@@ -75,6 +75,8 @@ def _coerce(name: str, value, hint):
             return None
         hint = next(option for option in options if option is not type(None))
     if typing.get_origin(hint) is list:
+        if isinstance(value, str):  # a form field: comma-separated
+            value = [item.strip() for item in value.split(",") if item.strip()]
         if not isinstance(value, list):
             raise ConfigError(name, f"must be a list, got {value!r}")
         inner = typing.get_args(hint)[0]
@@ -108,6 +110,17 @@ def _coerce(name: str, value, hint):
     if hint is str:
         if not isinstance(value, str):
             raise ConfigError(name, f"must be text, got {value!r}")
+        return value
+    if hint is dict:
+        if isinstance(value, str):
+            import json
+
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                raise ConfigError(name, "must be a JSON object") from None
+        if not isinstance(value, dict):
+            raise ConfigError(name, f"must be an object of fields, got {value!r}")
         return value
     return value
 

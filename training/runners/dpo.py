@@ -1,0 +1,211 @@
+"""DPO on a dataset snapshot, through TRL's DPOTrainer, LoRA by default.
+
+Input: a `trl-preference` snapshot (with `margin` when the votes were weighted). Pairs are held out
+by prompt; the held-out chosen-minus-rejected log-ratio margin is measured before and after
+training, which is the figure that says DPO learned the preference.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .base import Cancelled, Reporter, RunConfig, RunFailed, check, device, set_threads, use_bf16
+from .policy import (
+    as_completion,
+    as_messages,
+    check_prompt_lengths,
+    context_length,
+    load_policy,
+    lora_config,
+    save_policy,
+)
+
+DPO_LOSSES = ("sigmoid", "ipo", "robust")
+
+
+@dataclass
+class DPOConfig(RunConfig):
+    base_model: str = field(default="smollm2", metadata={
+        "help": "the policy to start from: 'smollm2', a path, or a hub id (a job fills it from `parent`)"})
+    loss_type: str = field(default="sigmoid", metadata={"help": "sigmoid (DPO), ipo, or robust (label-smoothed)"})
+    beta: float = field(default=0.1, metadata={"help": "strength of the pull toward the reference"})
+    label_smoothing: float = field(default=0.1, metadata={"help": "ε for the robust loss (noisy votes)"})
+    margin_scale: float = field(default=0.0, metadata={
+        "help": "offset each pair by margin × this (judgment strength and agreement; 0: off)"})
+    lora: bool = field(default=True, metadata={"help": "train LoRA adapters (merged when saved); off: full"})
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    learning_rate: float = 1e-4
+    batch_size: int = 4
+    max_steps: int = field(default=50, metadata={"help": "training steps (0: one pass over the pairs)"})
+    max_length: int = field(default=384, metadata={"help": "prompt + response tokens; long prompts lose their start"})
+    eval_fraction: float = 0.1
+    min_pairs: int = 8
+    gradient_checkpointing: bool = False
+    seed: int = 0
+    threads: int = 0
+
+    def __post_init__(self):
+        check(self.loss_type in DPO_LOSSES, "loss_type", f"use one of {', '.join(DPO_LOSSES)}")
+        check(0 < self.beta <= 10, "beta", "must be above 0 and at most 10")
+        check(0 <= self.label_smoothing < 0.5, "label_smoothing", "must be in [0, 0.5)")
+        check(0 <= self.margin_scale <= 10, "margin_scale", "must be between 0 and 10")
+        check(1 <= self.lora_r <= 256, "lora_r", "must be between 1 and 256")
+        check(self.lora_alpha >= 1, "lora_alpha", "must be at least 1")
+        check(0 <= self.lora_dropout < 1, "lora_dropout", "must be in [0, 1)")
+        check(0 < self.learning_rate < 1, "learning_rate", "must be between 0 and 1")
+        check(1 <= self.batch_size <= 512, "batch_size", "must be between 1 and 512")
+        check(0 <= self.max_steps <= 1_000_000, "max_steps", "must be 0 (one pass) or more")
+        check(32 <= self.max_length <= 131072, "max_length", "must be between 32 and 131072 tokens")
+        check(0 < self.eval_fraction < 0.9, "eval_fraction", "must be between 0 and 0.9")
+        check(self.min_pairs >= 2, "min_pairs", "must be at least 2")
+        check(self.threads >= 0, "threads", "must be 0 (automatic) or more")
+
+
+@dataclass
+class PolicyResult:
+    output_dir: Path
+    metrics: dict
+
+
+def load_preference_rows(snapshot: Path) -> list[dict]:
+    rows = []
+    with open(snapshot, encoding="utf-8") as handle:
+        for line in handle:
+            row = json.loads(line)
+            if not row.get("tie"):
+                rows.append(row)
+    return rows
+
+
+def split_by_prompt(rows: list[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
+    def held_out(row) -> bool:
+        digest = hashlib.sha256(f"{seed}:{json.dumps(row['prompt'])}".encode()).digest()
+        return int.from_bytes(digest[:4], "big") / 2**32 < fraction
+
+    return [r for r in rows if not held_out(r)], [r for r in rows if held_out(r)]
+
+
+def _report_callback(reporter: Reporter, total: int):
+    from transformers import TrainerCallback
+
+    class Report(TrainerCallback):
+        stop_asked = False
+
+        def on_step_end(self, args, state, control, **kwargs):
+            reporter.progress(0.1 + 0.8 * state.global_step / max(total, 1), f"step {state.global_step}/{total}")
+            if reporter.should_stop():
+                Report.stop_asked = True
+                control.should_training_stop = True
+            return control
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            for name, value in (logs or {}).items():
+                if isinstance(value, int | float) and not name.startswith("eval_") and name not in ("epoch",):
+                    reporter.metric(state.global_step, f"train/{name}", float(value))
+
+    return Report()
+
+
+def train_dpo(snapshot: Path, output_dir: Path, config: DPOConfig, *, reporter: Reporter | None = None) -> PolicyResult:
+    from datasets import Dataset
+    from transformers.trainer_callback import PrinterCallback
+    from trl import DPOConfig as TRLConfig
+
+    reporter = reporter or Reporter()
+    started = time.perf_counter()
+    output_dir = Path(output_dir)
+    threads = set_threads(config.threads)
+    rows = load_preference_rows(Path(snapshot))
+    train, held_out = split_by_prompt(rows, config.eval_fraction, config.seed)
+    if len(train) < config.min_pairs or not held_out:
+        raise RunFailed(f"The snapshot has {len(rows)} usable preference pairs ({len(train)} to train, "
+                        f"{len(held_out)} held out); DPO needs at least {config.min_pairs} to train and one held out. "
+                        "Collect more judgments (ties do not count), or lower min_pairs.")
+    reporter.progress(0.02, "loading the policy")
+    tokenizer, model = load_policy(config.base_model)
+    limit = context_length(model)
+    check(config.max_length <= limit, "max_length", f"is longer than the model's context ({limit} tokens)")
+    check_prompt_lengths(tokenizer, [r["prompt"] for r in rows], limit, "the model's context")
+
+    def shape(items):
+        shaped = [{"prompt": as_messages(r["prompt"]), "chosen": as_completion(r["chosen"]),
+                   "rejected": as_completion(r["rejected"]), "margin": float(r.get("margin") or 0.0)} for r in items]
+        return Dataset.from_list(shaped)
+
+    train_set, eval_set = shape(train), shape(held_out)
+    steps = config.max_steps or max(1, len(train) // config.batch_size)
+    args = TRLConfig(
+        output_dir=str(output_dir / ".trainer"), per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size, learning_rate=config.learning_rate, max_steps=steps,
+        beta=config.beta, loss_type=[config.loss_type], label_smoothing=config.label_smoothing,
+        max_length=config.max_length, truncation_mode="keep_end",
+        precompute_ref_log_probs=config.margin_scale > 0,  # the margin offset rides on precomputed reference log-probs
+        seed=config.seed, logging_steps=1, save_strategy="no", report_to=[], bf16=use_bf16(),
+        use_cpu=device() == "cpu", gradient_checkpointing=config.gradient_checkpointing, disable_tqdm=True,
+        dataloader_num_workers=0, warmup_steps=0.1, remove_unused_columns=True,
+    )
+    report = _report_callback(reporter, steps)
+    trainer = MarginDPOTrainer(
+        margin_scale=config.margin_scale, model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
+        processing_class=tokenizer, peft_config=lora_config(config.lora_r, config.lora_alpha, config.lora_dropout)
+        if config.lora else None, ref_model=None, callbacks=[report],
+    )
+    trainer.remove_callback(PrinterCallback)
+    reporter.progress(0.08, "held-out margin before training")
+    before = trainer.evaluate()
+    reporter.log(f"{len(train)} pairs to train, {len(held_out)} held out; {threads} torch threads; before: {before}")
+    trainer.train()
+    if report.stop_asked:
+        raise Cancelled("cancelled during training")
+    reporter.progress(0.92, "held-out margin after training")
+    after = trainer.evaluate()
+    metrics = {
+        "train_pairs": len(train), "held_out_pairs": len(held_out), "steps": steps,
+        "heldout_margin_before": round(before["eval_rewards/margins"] / config.beta, 4),
+        "heldout_margin_after": round(after["eval_rewards/margins"] / config.beta, 4),
+        "heldout_accuracy_before": round(before["eval_rewards/accuracies"], 4),
+        "heldout_accuracy_after": round(after["eval_rewards/accuracies"], 4),
+        # log π/π_ref on held-out responses: how far the policy moved from its reference (a KL proxy)
+        "heldout_logratio_chosen": round(after["eval_rewards/chosen"] / config.beta, 4),
+        "heldout_logratio_rejected": round(after["eval_rewards/rejected"] / config.beta, 4),
+        "final_loss": round(next((h["loss"] for h in reversed(trainer.state.log_history) if "loss" in h),
+                                 float("nan")), 4),
+    }
+    save_policy(trainer.model, tokenizer, Path(output_dir), {"base_model": config.base_model,
+                                                             "config": config.to_dict(), "method": "dpo"})
+    metrics["seconds"] = round(time.perf_counter() - started, 1)
+    reporter.progress(1.0, "done")
+    return PolicyResult(Path(output_dir), metrics)
+
+
+def _margin_trainer_class():
+    from trl import DPOTrainer
+
+    class MarginDPOTrainer(DPOTrainer):
+        """DPO with a per-pair offset (ODPO): −log σ(β·Δ − m), m = margin_scale × the pair's margin from
+        judgment strength and agreement. Done by raising the reference log-prob of the chosen response by m/β
+        once, when TRL precomputes reference log-probs, so the loss code stays TRL's own."""
+
+        def __init__(self, *args, margin_scale: float = 0.0, **kwargs):
+            self.margin_scale = margin_scale
+            super().__init__(*args, **kwargs)
+
+        def _precompute_ref_logps(self, dataset, name, batch_size):
+            out = super()._precompute_ref_logps(dataset, name, batch_size)
+            if self.margin_scale and "margin" in out.column_names and name == "train":
+                shifted = [ref + self.margin_scale * margin / self.beta
+                           for ref, margin in zip(out["ref_chosen_logps"], out["margin"], strict=True)]
+                out = out.remove_columns("ref_chosen_logps").add_column("ref_chosen_logps", shifted)
+            return out
+
+    return MarginDPOTrainer
+
+
+def MarginDPOTrainer(*args, **kwargs):  # noqa: N802 -- the class is built on first use: TRL loads lazily
+    return _margin_trainer_class()(*args, **kwargs)
