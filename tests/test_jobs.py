@@ -46,6 +46,17 @@ def wait_for(job, statuses, seconds=180, log=None):
     raise AssertionError(f"job {job.pk} stayed {job.status} ({job.message}); worker log:\n{tail}")
 
 
+def training_started(job, seconds=120):
+    """Wait until the job is running and has logged a training step."""
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        job.refresh_from_db()
+        if job.status == Job.Status.RUNNING and JobMetric.objects.filter(job=job).exists():
+            break
+        time.sleep(0.3)
+    return job
+
+
 def manager_client(users):
     client = Client()
     client.force_login(users["manager"])
@@ -124,6 +135,19 @@ def test_the_api_launches_and_refuses_bad_configs_before_queueing(celery_worker_
     assert client.get("/api/v1/checkpoints/").json()["results"] == []
 
 
+def test_numbers_that_are_not_finite_are_refused_naming_the_field(project, api_for, users):
+    client = api_for("owner")
+    for field, value in (("max_steps", "nan"), ("max_steps", "inf"), ("batch_size", "1e400"),
+                         ("learning_rate", "-inf"), ("max_steps", 10**400)):
+        refused = client.post("/api/v1/jobs/", {"project": project.slug, "kind": "reward_model",
+                                                "config": {field: value}}, format="json")
+        assert refused.status_code == 400, (field, value, refused.content)
+        assert f"config.{field}" in refused.json()
+    form = manager_client(users).post(f"/p/{project.slug}/jobs/", {"kind": "reward_model", "max_steps": "nan"})
+    assert form.status_code == 400 and b"max_steps" in form.content
+    assert not Job.objects.exists()
+
+
 def test_a_project_with_too_few_judgments_is_refused(project, users):
     import io
 
@@ -145,13 +169,7 @@ def test_jobs_pages_by_role(project, users):
 
 
 def test_cancel_stops_a_running_job_at_a_step_boundary(celery_worker_process, judged, users):
-    job = jobs.launch(judged, "reward_model", SLOW)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        job.refresh_from_db()
-        if job.status == Job.Status.RUNNING and JobMetric.objects.filter(job=job).exists():
-            break
-        time.sleep(0.3)
+    job = training_started(jobs.launch(judged, "reward_model", SLOW))
     response = manager_client(users).post(f"/p/{judged.slug}/jobs/{job.pk}/cancel/")
     assert response.status_code == 302
     wait_for(job, {Job.Status.CANCELLED, Job.Status.FAILED, Job.Status.SUCCEEDED}, seconds=60,
@@ -164,13 +182,7 @@ def test_cancel_stops_a_running_job_at_a_step_boundary(celery_worker_process, ju
 
 def test_a_worker_killed_mid_training_leaves_a_failed_job_and_no_half_checkpoint(
         celery_worker_process, judged, settings):
-    job = jobs.launch(judged, "reward_model", SLOW)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        job.refresh_from_db()
-        if job.status == Job.Status.RUNNING and JobMetric.objects.filter(job=job).exists():
-            break
-        time.sleep(0.3)
+    job = training_started(jobs.launch(judged, "reward_model", SLOW))
     assert job.status == Job.Status.RUNNING
 
     os.killpg(celery_worker_process.pid, signal.SIGKILL)
@@ -270,3 +282,46 @@ def test_the_command_line_runs_a_job_and_prints_its_metrics_last(celery_worker_p
     assert report["n"] == sum(1 for line in lines if '"preference": 0' not in line)
     assert set(report["baselines"]) == {"random", "longer_wins"} and 0 <= report["accuracy"] <= 1
     assert DatasetSnapshot.objects.count() == 1
+
+
+def _pipeline_between_steps(project, step_status, minutes_ago=10):
+    """A round pipeline whose first step (the reward model) has ended, as if the news of its end
+    never arrived (the worker died just after its commit)."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    started = timezone.now() - timedelta(minutes=minutes_ago)
+    pipeline = Job.objects.create(project=project, kind="round", status=Job.Status.RUNNING, started_at=started,
+                                  config=jobs.parse_config("round", {}).to_dict(), result={"round": 1})
+    step = Job.objects.create(project=project, kind="reward_model", parent=pipeline, status=step_status,
+                              started_at=started, finished_at=started, config={}, error="boom")
+    return pipeline, step
+
+
+def test_the_sweeper_closes_a_pipeline_whose_step_end_went_unheard(project):
+    pipeline, step = _pipeline_between_steps(project, Job.Status.FAILED)
+    jobs.sweep()
+    pipeline.refresh_from_db()
+    assert pipeline.status == Job.Status.FAILED
+    assert f"job #{step.pk}" in pipeline.error and "boom" in pipeline.error
+    assert pipeline.steps.count() == 1
+
+
+def test_cancelling_a_pipeline_between_steps_closes_it_and_launches_nothing(
+        project, django_capture_on_commit_callbacks):
+    pipeline, _ = _pipeline_between_steps(project, Job.Status.SUCCEEDED, minutes_ago=0)
+    with django_capture_on_commit_callbacks(execute=True):
+        jobs.cancel(pipeline)
+    pipeline.refresh_from_db()
+    assert pipeline.status == Job.Status.CANCELLED and pipeline.finished_at is not None
+    assert pipeline.steps.count() == 1  # no DPO step was started after the cancel
+
+
+def test_a_model_path_inside_prefloops_files_is_refused(project, settings):
+    other = settings.MEDIA_ROOT / "checkpoints" / "another-project" / "policy-job7"
+    for kind in ("reward_model", "dpo", "generate"):
+        with pytest.raises(jobs.LaunchRefused) as refused:
+            jobs.launch(project, kind, {"base_model": str(other)})
+        assert refused.value.field == "base_model" and "parent" in refused.value.message
+    assert not Job.objects.exists()

@@ -3,6 +3,7 @@ policy's answers against its parent's in the queue, annotators judge them, the r
 shows, and the new checkpoint's lineage leads back to the judgments. Plus generation's guarantees
 and the refusals."""
 
+import json
 import time
 
 import pytest
@@ -14,7 +15,8 @@ from annotate.models import Candidate, Comparison
 from annotate.queue import next_comparison_for
 from training import jobs
 from training.kinds import base_policy
-from training.models import Checkpoint, GeneratedCandidate, Job
+from training.models import Checkpoint, GeneratedCandidate, Job, RoundPair
+from training.stats import round_win_rates
 
 from .conftest import DEMO_FILE
 from .test_policy import tiny_policy
@@ -67,16 +69,16 @@ def test_next_round_closes_the_loop(celery_worker_process, demo, users, api_for)
     parent = policy.parent
     assert parent.path == "" and parent.base_model == "smollm2"  # the base model, registered
     for comparison in round_comparisons:
-        roles = {GeneratedCandidate.objects.get(candidate=c).role: GeneratedCandidate.objects.get(candidate=c)
-                 for c in (comparison.candidate_a, comparison.candidate_b)}
-        assert roles["new"].checkpoint == policy and roles["parent"].checkpoint == parent
+        pair = RoundPair.objects.get(comparison=comparison)
+        assert (pair.policy, pair.parent, pair.round) == (policy, parent, 1)
+        assert pair.new_candidate_id in (comparison.candidate_a_id, comparison.candidate_b_id)
+        assert GeneratedCandidate.objects.get(candidate=pair.new_candidate).checkpoint == policy
 
     # An annotator judges them first (the reward model made them priority), preferring the new policy.
     for _ in range(round_comparisons.count()):
         lease = next_comparison_for(demo, users["annotator"])
         assert lease.comparison.origin == "round"
-        new_side = "a" if GeneratedCandidate.objects.get(candidate_id=lease.comparison.candidate_a_id).role == "new" \
-            else "b"
+        new_side = "a" if lease.comparison.round_pair.new_candidate_id == lease.comparison.candidate_a_id else "b"
         shown = "left" if lease.shown_left == new_side else "right"
         do_submit_judgment(demo, users["annotator"], JudgmentInput(lease.comparison_id, shown))
 
@@ -160,6 +162,36 @@ def test_generation_enqueues_all_or_nothing_and_reruns_add_nothing(demo, two_pol
     assert again.status == Job.Status.SUCCEEDED
     assert Candidate.objects.filter(prompt__project=demo).count() == added
     assert again.result["comparisons_added"] == 0
+
+
+def test_win_rates_read_the_new_side_per_comparison(project, users):
+    """Greedy decoding: round 1's new answer X comes back as round 2's parent answer. People prefer
+    X both times, so the new policy won round 1 and lost round 2."""
+    import io
+
+    from annotate.importers import import_stream
+    from annotate.models import Judgment
+
+    rows = [{"prompt": "Name a prime.", "response_a": "Seven.", "response_b": b} for b in ("Nine.", "Eight.")]
+    import_stream(project, io.BytesIO("\n".join(json.dumps(r) for r in rows).encode()), format="pairs")
+    x, y, z = (Candidate.objects.get(prompt__project=project, text=t) for t in ("Seven.", "Nine.", "Eight."))
+    base = Checkpoint.objects.create(project=project, kind="policy", name="base", base_model="smollm2")
+    child = Checkpoint.objects.create(project=project, kind="policy", name="child", base_model="smollm2",
+                                      path="checkpoints/c1", parent=base)
+    grandchild = Checkpoint.objects.create(project=project, kind="policy", name="grandchild", base_model="smollm2",
+                                           path="checkpoints/c2", parent=child)
+    for round_number, (new, old), (policy, parent) in ((1, (x, y), (child, base)), (2, (z, x), (grandchild, child))):
+        comparison = Comparison.objects.get(candidate_a_id=min(new.pk, old.pk), candidate_b_id=max(new.pk, old.pk))
+        Comparison.objects.filter(pk=comparison.pk).update(origin="round", round=round_number)
+        RoundPair.objects.create(comparison=comparison, new_candidate=new, policy=policy, parent=parent,
+                                 round=round_number)
+        for annotator in (users["annotator"], users["manager"]):
+            Judgment.objects.create(project=project, comparison=comparison, annotator=annotator,
+                                    choice="a" if comparison.candidate_a_id == x.pk else "b")
+    rates = {r["round"]: r for r in round_win_rates(project)}
+    assert (rates[1]["win_rate"], rates[1]["judgments"]) == (1.0, 2)
+    assert (rates[2]["win_rate"], rates[2]["losses"]) == (0.0, 2)
+    assert rates[2]["high"] < 0.9  # two votes: a wide interval
 
 
 def test_a_grpo_job_registers_a_policy_with_its_parent(demo, tmp_path):

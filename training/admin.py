@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from .models import CandidateScore, Checkpoint, DatasetSnapshot, Job, JobMetric
+from .models import CandidateScore, Checkpoint, DatasetSnapshot, GeneratedCandidate, Job, JobMetric, RoundPair
 
 
 @admin.register(Job)
@@ -33,3 +33,17 @@ class CheckpointAdmin(admin.ModelAdmin):
 class CandidateScoreAdmin(admin.ModelAdmin):
     list_display = ["candidate", "checkpoint", "score", "spread"]
     raw_id_fields = ["candidate", "checkpoint"]
+
+
+@admin.register(GeneratedCandidate)
+class GeneratedCandidateAdmin(admin.ModelAdmin):
+    list_display = ["candidate", "checkpoint", "round", "role", "created_at"]
+    list_filter = ["role", "round"]
+    raw_id_fields = ["candidate", "checkpoint", "job"]
+
+
+@admin.register(RoundPair)
+class RoundPairAdmin(admin.ModelAdmin):
+    list_display = ["comparison", "round", "new_candidate", "policy", "parent"]
+    list_filter = ["round"]
+    raw_id_fields = ["comparison", "new_candidate", "policy", "parent", "job"]

@@ -89,10 +89,22 @@ def parse_config(kind: str, data: dict | None) -> RunConfig:
         raise LaunchRefused(f"Config field {exc.field!r}: {exc.message}.", exc.field) from None
 
 
+def check_model_paths(config: RunConfig) -> None:
+    """A model named by path must not lie among Prefloop's own files: trained checkpoints are
+    reached by id (`parent`, `checkpoint`), which keeps each project to its own models."""
+    inside = media().resolve()
+    for name in ("base_model", "policy_model"):
+        value = getattr(config, name, "") or ""
+        if value and Path(value).expanduser().resolve().is_relative_to(inside):
+            raise LaunchRefused(f"Config field {name!r}: {value!r} is inside Prefloop's media directory; "
+                                "start from a trained checkpoint with `parent` (its id) instead.", name)
+
+
 def launch(project: Project, kind: str, config: dict | None = None, *, user=None, parent: Job | None = None,
            queue: str | None = None) -> Job:
     """Validate and queue a job. Raises LaunchRefused before anything is written."""
     parsed = parse_config(kind, config)
+    check_model_paths(parsed)
     spec = kinds()[kind]
     spec.check(project, parsed)
     now = timezone.now()
@@ -107,6 +119,12 @@ def launch(project: Project, kind: str, config: dict | None = None, *, user=None
         else:
             transaction.on_commit(lambda: send(job))
     return job
+
+
+def _advance_pipeline(job_id: int) -> None:
+    from .pipeline import advance
+
+    advance(job_id)
 
 
 def _start_pipeline(job_id: int) -> None:
@@ -155,7 +173,7 @@ class JobReporter(Reporter):
         if now - self.last_progress < 1.0 and fraction < 1.0:
             return
         self.last_progress = now
-        Job.objects.filter(pk=self.job.pk, status=Job.Status.RUNNING).update(
+        Job.objects.filter(pk=self.job.pk, status=Job.Status.RUNNING, worker=self.job.worker).update(
             progress=max(0.0, min(1.0, fraction)), message=message[:300], heartbeat_at=timezone.now())
         self.flush()
 
@@ -174,10 +192,13 @@ class JobReporter(Reporter):
         self.log_file.write(f"{timezone.now():%H:%M:%S} {line}\n")
 
     def should_stop(self) -> bool:
+        """Cancel asked, or the row is no longer this worker's run (the sweeper failed it and
+        someone retried it): either way this run must end and write nothing more."""
         now = time.monotonic()
         if not self.stop and now - self.last_check > 2.0:
             self.last_check = now
-            self.stop = Job.objects.filter(pk=self.job.pk, cancel_requested=True).exists()
+            self.stop = not Job.objects.filter(pk=self.job.pk, status=Job.Status.RUNNING, worker=self.job.worker,
+                                               cancel_requested=False).exists()
         return self.stop
 
     def close(self) -> None:
@@ -197,7 +218,12 @@ class Heartbeat:
     def _beat(self):
         try:
             while not self.done.wait(self.every):
-                Job.objects.filter(pk=self.job.pk, status=Job.Status.RUNNING).update(heartbeat_at=timezone.now())
+                try:
+                    Job.objects.filter(pk=self.job.pk, status=Job.Status.RUNNING, worker=self.job.worker).update(
+                        heartbeat_at=timezone.now())
+                except Exception:  # a dropped connection or a locked database: beat again next time
+                    log.warning("job %s: heartbeat failed", self.job.pk, exc_info=True)
+                    connection.close()
         finally:
             connection.close()
 
@@ -244,9 +270,23 @@ def run(job_id: int) -> str:
 def finish(job: Job, status: str, *, error: str = "", outcome: Outcome | None = None) -> str:
     """Record the end of a run; register its checkpoint in the same transaction. Only if the job
     is still this worker's: a job the sweeper already failed stays failed and its files go."""
+    try:
+        return _finish(job, status, error, outcome)
+    except Exception:  # nothing committed (what runs after the commit cannot raise): drop the files
+        if outcome and outcome.checkpoint_dir is not None:
+            shutil.rmtree(outcome.checkpoint_dir, ignore_errors=True)
+            if outcome.checkpoint:
+                shutil.rmtree(final_dir_for(job, outcome.checkpoint["kind"]), ignore_errors=True)
+        raise
+
+
+def final_dir_for(job: Job, kind: str) -> Path:
+    return media() / "checkpoints" / job.project.slug / f"{kind}-job{job.pk}"
+
+
+def _finish(job: Job, status: str, error: str, outcome: Outcome | None) -> str:
     from .models import Checkpoint
 
-    final_dir = None
     with transaction.atomic():
         updated = Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING, worker=job.worker).update(
             status=status, finished_at=timezone.now(), error=error[:5000],
@@ -259,7 +299,7 @@ def finish(job: Job, status: str, *, error: str = "", outcome: Outcome | None = 
         if outcome and outcome.checkpoint is not None and outcome.checkpoint_dir is not None:
             spec = dict(outcome.checkpoint)
             snapshots = spec.pop("snapshot_ids", [])
-            final_dir = media() / "checkpoints" / job.project.slug / f"{spec['kind']}-job{job.pk}"
+            final_dir = final_dir_for(job, spec["kind"])
             if final_dir.exists():
                 shutil.rmtree(final_dir)
             final_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -274,8 +314,9 @@ def finish(job: Job, status: str, *, error: str = "", outcome: Outcome | None = 
 
 
 def announce_later(job_id: int) -> None:
-    """Once committed: webhooks hear that the job ended, and its pipeline moves on."""
-    transaction.on_commit(lambda: _announce(job_id))
+    """Once committed: webhooks hear that the job ended, and its pipeline moves on. A fault there
+    is logged, never raised into the code that committed (the sweeper moves a pipeline on later)."""
+    transaction.on_commit(lambda: _announce(job_id), robust=True)
 
 
 def _announce(job_id: int) -> None:
@@ -287,9 +328,7 @@ def _announce(job_id: int) -> None:
                                            "metrics": job.result, "error": job.error,
                                            "checkpoint": checkpoint.pk if checkpoint else None})
     if job.parent_id:
-        from .pipeline import advance
-
-        advance(job.parent_id)
+        _advance_pipeline(job.parent_id)
 
 
 # --- control -----------------------------------------------------------------------------------
@@ -307,6 +346,8 @@ def cancel(job: Job) -> Job:
                                                                             message="cancelling")
         for step in Job.objects.filter(parent=job).exclude(status__in=TERMINAL):
             cancel(step)
+        if kinds()[job.kind].pipeline:  # between steps no step will finish to close it: look now
+            transaction.on_commit(lambda: _advance_pipeline(job.pk), robust=True)
     job.refresh_from_db()
     return job
 
@@ -343,6 +384,15 @@ def sweep(now=None) -> dict:
             failed += 1
             shutil.rmtree(scratch_dir(job), ignore_errors=True)
             announce_later(job.pk)
+    # A pipeline moves on when a step's end is announced; if that was lost (the worker died right
+    # after its commit), move it on here. advance() does nothing while a step is unfinished.
+    pipelines = [name for name, spec in kinds().items() if spec.pipeline]
+    for pipeline_id in Job.objects.filter(status=Job.Status.RUNNING, kind__in=pipelines,
+                                          started_at__lt=now - timeout).values_list("pk", flat=True):
+        try:
+            _advance_pipeline(pipeline_id)
+        except Exception:
+            log.exception("pipeline %s: could not move on", pipeline_id)
     resent = 0
     base = settings.PREFLOOP_JOB_REQUEUE_SECONDS
     fresh = now - timeout

@@ -16,7 +16,7 @@ from annotate.models import Candidate, Comparison, Judgment, Project, Prompt, co
 
 from . import jobs
 from .jobs import LaunchRefused, Outcome, judged_comparisons, scratch_dir
-from .models import CandidateScore, Checkpoint, GeneratedCandidate, Job
+from .models import CandidateScore, Checkpoint, GeneratedCandidate, Job, RoundPair
 from .runners.base import ConfigError, Reporter, RunConfig, RunFailed
 from .runners.dpo import DPOConfig, train_dpo
 from .runners.generate import GenerateConfig, generate_answers
@@ -113,10 +113,10 @@ def execute_score(job: Job, config: ScoreConfig, reporter: Reporter) -> Outcome:
 
 def base_policy(project: Project, base_model: str) -> Checkpoint:
     """The untrained base model as a registered policy, so every trained policy has a parent."""
-    checkpoint, _ = Checkpoint.objects.get_or_create(
-        project=project, kind=Checkpoint.Kind.POLICY, path="", base_model=base_model,
-        defaults={"name": f"{base_model} (base)"})
-    return checkpoint
+    found = Checkpoint.objects.filter(project=project, kind=Checkpoint.Kind.POLICY, path="",
+                                      base_model=base_model).order_by("pk").first()
+    return found or Checkpoint.objects.create(project=project, kind=Checkpoint.Kind.POLICY, path="",
+                                              base_model=base_model, name=f"{base_model} (base)")
 
 
 def policy_for(project: Project, checkpoint_id: int, base_model: str) -> Checkpoint:
@@ -277,12 +277,21 @@ def execute_generate(job: Job, config: GenerateJobConfig, reporter: Reporter) ->
     with transaction.atomic():  # all answers and comparisons, or none
         result, _ = import_rows(job.project, rows, labels="ignore", filename=f"job {job.pk}", format="generate")
         for prompt_id, new_text, parent_text in roles:
+            sides = {}
             for text, checkpoint, role in ((new_text, policy, "new"), (parent_text, parent, "parent")):
                 if text is None or checkpoint is None:
                     continue
-                candidate = Candidate.objects.get(prompt_id=prompt_id, content_hash=content_hash(text))
-                GeneratedCandidate.objects.get_or_create(candidate=candidate, defaults={
+                sides[role] = Candidate.objects.get(prompt_id=prompt_id, content_hash=content_hash(text))
+                GeneratedCandidate.objects.get_or_create(candidate=sides[role], defaults={
                     "checkpoint": checkpoint, "job": job, "round": round_number, "role": role})
+            if len(sides) == 2 and sides["new"].pk != sides["parent"].pk:
+                low, high = sorted((sides["new"].pk, sides["parent"].pk))
+                comparison = Comparison.objects.filter(candidate_a_id=low, candidate_b_id=high).first()
+                if comparison is None:
+                    continue
+                RoundPair.objects.get_or_create(comparison=comparison, defaults={
+                    "new_candidate": sides["new"], "policy": policy, "parent": parent, "job": job,
+                    "round": comparison.round or round_number})
     new_stats = stats.get("new", {})
     metrics = {"round": round_number, "policy": policy.pk, "parent": parent.pk if parent else None,
                "answers": sum(s["answers"] for s in stats.values()), "comparisons_added": result.comparisons_added,

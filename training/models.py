@@ -9,9 +9,9 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
 
-from annotate.models import Candidate, Project
+from annotate.models import Candidate, Comparison, Project
 
 
 class JobKind(models.TextChoices):
@@ -208,3 +208,23 @@ class GeneratedCandidate(models.Model):
 
     def __str__(self):
         return f"{self.role} answer by {self.checkpoint_id} in round {self.round}"
+
+
+class RoundPair(models.Model):
+    """A round comparison's sides: which response is the new policy's, which policies wrote them.
+    Kept per comparison, not per response: the same text can be one round's new answer and the
+    next round's parent answer (greedy decoding, or a policy that barely moved)."""
+
+    comparison = models.OneToOneField(Comparison, on_delete=models.CASCADE, related_name="round_pair")
+    new_candidate = models.ForeignKey(Candidate, on_delete=models.CASCADE, related_name="+")
+    policy = models.ForeignKey(Checkpoint, on_delete=models.PROTECT, related_name="+")
+    parent = models.ForeignKey(Checkpoint, on_delete=models.PROTECT, related_name="+")
+    job = models.ForeignKey(Job, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    round = models.PositiveIntegerField()
+
+    class Meta:
+        indexes = [models.Index(fields=["round"], name="round_pair_round")]
+        constraints = [models.CheckConstraint(condition=~Q(policy=F("parent")), name="round_pair_two_policies")]
+
+    def __str__(self):
+        return f"round {self.round}: comparison {self.comparison_id}, new side {self.new_candidate_id}"

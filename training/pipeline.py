@@ -43,6 +43,10 @@ def advance(pipeline_id: int) -> None:
         steps = list(pipeline.steps.filter(created_at__gte=pipeline.started_at).order_by("id"))
         if steps and not steps[-1].finished:
             return
+        if pipeline.cancel_requested:
+            _close(pipeline, Job.Status.CANCELLED, error="Cancelled on request." + (
+                f" Step {len(steps)} ({steps[-1].kind}, job #{steps[-1].pk}) ended {steps[-1].status}." if steps else ""))
+            return
         if steps and steps[-1].status != Job.Status.SUCCEEDED:
             last = steps[-1]
             status = Job.Status.CANCELLED if last.status == Job.Status.CANCELLED else Job.Status.FAILED

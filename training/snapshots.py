@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import uuid
 from pathlib import Path
 
 from django.conf import settings
@@ -23,7 +24,7 @@ def make_snapshot(project: Project, format: str = "raw", **options) -> DatasetSn
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"{exported.version}.jsonl"
     if not target.exists():
-        partial = target.with_suffix(".partial")
+        partial = target.with_name(f".{target.name}.{uuid.uuid4().hex}.partial")  # one per writer
         try:
             os.link(exported.path, partial)
         except OSError:

@@ -8,8 +8,6 @@ from collections import defaultdict
 from annotate.importers import IMPORTED_USERNAME
 from annotate.models import Judgment, Project
 
-from .models import GeneratedCandidate
-
 
 def wilson(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
     """95% Wilson score interval of a proportion (ties count as half a success).
@@ -27,23 +25,20 @@ def wilson(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
 
 
 def round_win_rates(project: Project) -> list[dict]:
-    """Per round: human judgments of new policy vs parent, the new policy's win rate and its CI."""
-    judgments = (Judgment.objects.filter(project=project, comparison__origin="round")
+    """Per round: human judgments of new policy vs parent, the new policy's win rate and its CI.
+    Which side is new is read per comparison (RoundPair), never from the response alone."""
+    judgments = (Judgment.objects.filter(project=project, comparison__round_pair__isnull=False)
                  .exclude(annotator__username=IMPORTED_USERNAME)
-                 .values_list("comparison__round", "choice", "comparison__candidate_a_id", "comparison__candidate_b_id"))
-    judgments = list(judgments)
-    candidates = {c for _, _, a, b in judgments for c in (a, b)}
-    roles = dict(GeneratedCandidate.objects.filter(candidate_id__in=candidates).values_list("candidate_id", "role"))
+                 .values_list("comparison__round_pair__round", "choice", "comparison__candidate_a_id",
+                              "comparison__candidate_b_id", "comparison__round_pair__new_candidate_id"))
     tally: dict[int, dict[str, float]] = defaultdict(lambda: {"wins": 0.0, "ties": 0, "losses": 0, "n": 0})
-    for round_number, choice, a, b in judgments:
-        if roles.get(a) is None or roles.get(b) is None:
-            continue
+    for round_number, choice, a, b, new in judgments:
         row = tally[round_number]
         row["n"] += 1
         if choice == "tie":
             row["ties"] += 1
             row["wins"] += 0.5
-        elif roles[a if choice == "a" else b] == "new":
+        elif (a if choice == "a" else b) == new:
             row["wins"] += 1
         else:
             row["losses"] += 1

@@ -4,6 +4,7 @@ results; they know nothing of Django, so they run in a notebook or on a GPU box 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -92,9 +93,9 @@ def _coerce(name: str, value, hint):
             raise ConfigError(name, f"must be a whole number, got {value!r}")
         try:
             number = float(value)
-        except ValueError:
+        except (ValueError, OverflowError):
             raise ConfigError(name, f"must be a whole number, got {value!r}") from None
-        if number != int(number):
+        if not math.isfinite(number) or number != int(number):
             raise ConfigError(name, f"must be a whole number, got {value!r}")
         return int(number)
     if hint is float:
@@ -102,9 +103,9 @@ def _coerce(name: str, value, hint):
             raise ConfigError(name, f"must be a number, got {value!r}")
         try:
             number = float(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise ConfigError(name, f"must be a number, got {value!r}") from None
-        if number != number or number in (float("inf"), float("-inf")):
+        if not math.isfinite(number):
             raise ConfigError(name, "must be a finite number")
         return number
     if hint is str:
@@ -150,6 +151,37 @@ class Reporter:
         """Called at step boundaries: raise Cancelled when asked to stop."""
         if self.should_stop():
             raise Cancelled("cancelled at a step boundary")
+
+
+def trainer_callback(reporter: Reporter, progress: Callable, *, step_offset: int = 0,
+                     names: tuple[str, ...] | None = None):
+    """A transformers TrainerCallback that forwards a Trainer's events to a Reporter.
+
+    progress(state) gives (fraction, message) after each step; logged numbers become metrics
+    "train/NAME" at step_offset + global_step (all but epoch and eval_*, or only `names`). A stop
+    request ends training at the next step boundary and sets the callback's stop_asked.
+    """
+    from transformers import TrainerCallback
+
+    def wanted(name: str) -> bool:
+        return name in names if names else name != "epoch" and not name.startswith("eval_")
+
+    class Report(TrainerCallback):
+        stop_asked = False
+
+        def on_step_end(self, args, state, control, **kwargs):
+            reporter.progress(*progress(state))
+            if reporter.should_stop():
+                self.stop_asked = True
+                control.should_training_stop = True
+            return control
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            for name, value in (logs or {}).items():
+                if wanted(name) and isinstance(value, int | float) and not isinstance(value, bool):
+                    reporter.metric(step_offset + state.global_step, f"train/{name}", float(value))
+
+    return Report()
 
 
 class PrintReporter(Reporter):

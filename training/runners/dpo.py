@@ -13,7 +13,17 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .base import Cancelled, Reporter, RunConfig, RunFailed, check, device, set_threads, use_bf16
+from .base import (
+    Cancelled,
+    Reporter,
+    RunConfig,
+    RunFailed,
+    check,
+    device,
+    set_threads,
+    trainer_callback,
+    use_bf16,
+)
 from .policy import (
     as_completion,
     as_messages,
@@ -91,27 +101,6 @@ def split_by_prompt(rows: list[dict], fraction: float, seed: int) -> tuple[list[
     return [r for r in rows if not held_out(r)], [r for r in rows if held_out(r)]
 
 
-def _report_callback(reporter: Reporter, total: int):
-    from transformers import TrainerCallback
-
-    class Report(TrainerCallback):
-        stop_asked = False
-
-        def on_step_end(self, args, state, control, **kwargs):
-            reporter.progress(0.1 + 0.8 * state.global_step / max(total, 1), f"step {state.global_step}/{total}")
-            if reporter.should_stop():
-                Report.stop_asked = True
-                control.should_training_stop = True
-            return control
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            for name, value in (logs or {}).items():
-                if isinstance(value, int | float) and not name.startswith("eval_") and name not in ("epoch",):
-                    reporter.metric(state.global_step, f"train/{name}", float(value))
-
-    return Report()
-
-
 def train_dpo(snapshot: Path, output_dir: Path, config: DPOConfig, *, reporter: Reporter | None = None) -> PolicyResult:
     from datasets import Dataset
     from transformers.trainer_callback import PrinterCallback
@@ -150,7 +139,8 @@ def train_dpo(snapshot: Path, output_dir: Path, config: DPOConfig, *, reporter: 
         use_cpu=device() == "cpu", gradient_checkpointing=config.gradient_checkpointing, disable_tqdm=True,
         dataloader_num_workers=0, warmup_steps=0.1, remove_unused_columns=True,
     )
-    report = _report_callback(reporter, steps)
+    report = trainer_callback(reporter, lambda state: (0.1 + 0.8 * state.global_step / max(steps, 1),
+                                                       f"step {state.global_step}/{steps}"))
     trainer = MarginDPOTrainer(
         margin_scale=config.margin_scale, model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
         processing_class=tokenizer, peft_config=lora_config(config.lora_r, config.lora_alpha, config.lora_dropout)

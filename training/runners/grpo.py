@@ -15,7 +15,18 @@ from pathlib import Path
 
 from rewards import functions as fn
 
-from .base import Cancelled, ConfigError, Reporter, RunConfig, RunFailed, check, device, set_threads, use_bf16
+from .base import (
+    Cancelled,
+    ConfigError,
+    Reporter,
+    RunConfig,
+    RunFailed,
+    check,
+    device,
+    set_threads,
+    trainer_callback,
+    use_bf16,
+)
 from .dpo import PolicyResult
 from .policy import as_messages, check_prompt_lengths, context_length, load_policy, lora_config, save_policy
 
@@ -141,7 +152,6 @@ def mean_reward(model, tokenizer, rows: list[dict], functions, weights, config: 
 def train_grpo(prompts_path: Path, output_dir: Path, config: GRPOConfig, *, reward_model_dir: str | None = None,
                reporter: Reporter | None = None) -> PolicyResult:
     from datasets import Dataset
-    from transformers import TrainerCallback
     from transformers.trainer_callback import PrinterCallback
     from trl import GRPOConfig as TRLConfig
     from trl import GRPOTrainer
@@ -166,21 +176,8 @@ def train_grpo(prompts_path: Path, output_dir: Path, config: GRPOConfig, *, rewa
     reporter.log(f"{len(train)} prompts to train, {len(held)} held out; {threads} torch threads; "
                  f"held-out mean reward before: {before}")
 
-    class Report(TrainerCallback):
-        stop_asked = False
-
-        def on_step_end(self, args, state, control, **kwargs):
-            reporter.progress(0.1 + 0.8 * state.global_step / config.max_steps,
-                              f"step {state.global_step}/{config.max_steps}")
-            if reporter.should_stop():
-                Report.stop_asked = True
-                control.should_training_stop = True
-            return control
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            for name, value in (logs or {}).items():
-                if isinstance(value, int | float) and name != "epoch":
-                    reporter.metric(state.global_step, f"train/{name}", float(value))
+    report = trainer_callback(reporter, lambda state: (0.1 + 0.8 * state.global_step / config.max_steps,
+                                                       f"step {state.global_step}/{config.max_steps}"))
 
     dataset = Dataset.from_list([{"prompt": as_messages(r["prompt"]), "reference": r["reference"]} for r in train])
     args = TRLConfig(
@@ -192,12 +189,12 @@ def train_grpo(prompts_path: Path, output_dir: Path, config: GRPOConfig, *, rewa
         gradient_checkpointing=False, disable_tqdm=True, dataloader_num_workers=0, log_completions=False,
     )
     trainer = GRPOTrainer(model=model, reward_funcs=functions, args=args, train_dataset=dataset,
-                          processing_class=tokenizer, callbacks=[Report()],
+                          processing_class=tokenizer, callbacks=[report],
                           peft_config=lora_config(config.lora_r, config.lora_alpha, config.lora_dropout)
                           if config.lora else None)
     trainer.remove_callback(PrinterCallback)
     trainer.train()
-    if Report.stop_asked:
+    if report.stop_asked:
         raise Cancelled("cancelled during training")
     reporter.progress(0.92, "held-out reward after training")
     after = mean_reward(trainer.model, tokenizer, held, functions, weights, config)

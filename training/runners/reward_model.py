@@ -22,7 +22,18 @@ from rewards.losses import LOSSES
 from rewards.text import prepare_tokenizer
 from rewards.votes import VOTE_MODES, resolve, strength_of
 
-from .base import Cancelled, ConfigError, Reporter, RunConfig, RunFailed, check, device, set_threads, use_bf16
+from .base import (
+    Cancelled,
+    ConfigError,
+    Reporter,
+    RunConfig,
+    RunFailed,
+    check,
+    device,
+    set_threads,
+    trainer_callback,
+    use_bf16,
+)
 
 
 @dataclass
@@ -218,7 +229,13 @@ def train_reward_model(snapshot: Path, output_dir: Path, config: RewardModelConf
         reporter.checkpoint()
         tokenizer, model = _load_backbone(config.base_model, outputs)
         dataset = _dataset(train, tokenizer, config, rubric=bool(criteria))
-        report = _ReportCallback(reporter, member, config.ensemble_size, per_member)
+        report = trainer_callback(
+            reporter,
+            lambda state, m=member: (0.95 * (m + state.global_step / max(state.max_steps, 1)) / config.ensemble_size,
+                                     f"member {m + 1}/{config.ensemble_size}, "
+                                     f"step {state.global_step}/{state.max_steps}"),
+            step_offset=member * per_member,
+            names=("loss", "accuracy", "margin", "rubric_mse", "learning_rate", "grad_norm"))
         args = RewardConfig(
             output_dir=str(output_dir / f".trainer_{member}"), per_device_train_batch_size=config.batch_size,
             learning_rate=config.learning_rate, num_train_epochs=config.epochs, max_steps=config.max_steps or -1,
@@ -266,38 +283,6 @@ def train_reward_model(snapshot: Path, output_dir: Path, config: RewardModelConf
     (output_dir / MANIFEST).write_text(json.dumps({**manifest, "metrics": metrics}, indent=2))
     reporter.progress(1.0, "done")
     return RewardModelResult(output_dir=output_dir, metrics=metrics)
-
-
-def _report_callback_class():
-    from transformers import TrainerCallback
-
-    class ReportCallback(TrainerCallback):
-        """Trainer events to the reporter: progress, metrics; a stop request ends training."""
-
-        def __init__(self, reporter: Reporter, member: int, members: int, per_member: int):
-            self.reporter, self.member, self.members, self.per_member = reporter, member, members, per_member
-            self.stop_asked = False
-
-        def on_step_end(self, args, state, control, **kwargs):
-            done = (self.member + state.global_step / max(state.max_steps, 1)) / self.members
-            self.reporter.progress(0.95 * done, f"member {self.member + 1}/{self.members}, "
-                                                f"step {state.global_step}/{state.max_steps}")
-            if self.reporter.should_stop():
-                self.stop_asked = True
-                control.should_training_stop = True
-            return control
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            step = self.member * self.per_member + state.global_step
-            for name in ("loss", "accuracy", "margin", "rubric_mse", "learning_rate", "grad_norm"):
-                if logs and name in logs:
-                    self.reporter.metric(step, f"train/{name}", float(logs[name]))
-
-    return ReportCallback
-
-
-def _ReportCallback(*args):  # noqa: N802 -- builds the class lazily: transformers loads on first use
-    return _report_callback_class()(*args)
 
 
 def _remove_tree(path: Path) -> None:
