@@ -44,7 +44,6 @@ def test_dpo_raises_the_held_out_margin(tmp_path):
     result = train_dpo(snapshot, tmp_path / "policy", config)
 
     metrics = result.metrics
-    assert metrics["heldout_margin_before"] == 0.0
     assert metrics["heldout_margin_after"] > 0.5, metrics
     assert metrics["heldout_accuracy_after"] > 0.5, metrics
     trained = load_file(tmp_path / "policy" / "model.safetensors")
