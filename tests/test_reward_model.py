@@ -69,6 +69,25 @@ def test_a_bradley_terry_model_learns_the_easy_preference(tmp_path):
     assert not torch.equal(original[key], trained["bert." + key if not key.startswith("bert.") else key])
 
 
+def test_the_same_seed_and_data_give_the_same_model(tmp_path):
+    """A job on a worker and a notebook call must agree: the process's random state before the
+    run (here disturbed on purpose) must not reach the new head's initial weights."""
+    import torch
+    from safetensors.torch import load_file
+
+    snapshot = easy_snapshot(tmp_path / "snap.jsonl", n=48)
+    weights = []
+    for run, disturb in enumerate((1, 2)):
+        torch.manual_seed(disturb)
+        torch.rand(1000)
+        result = train_reward_model(snapshot, tmp_path / f"rm{run}", quick(max_steps=2, eval_fraction=0.5))
+        weights.append(load_file(tmp_path / f"rm{run}" / "member_0" / "model.safetensors"))
+        weights[-1]["accuracy"] = torch.tensor(result.metrics["eval_accuracy"])
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0]), \
+        [k for k in weights[0] if not torch.equal(weights[0][k], weights[1][k])][:5]
+
+
 @pytest.mark.parametrize("loss", ["bt_margin", "label_smoothing", "tie_aware"])
 def test_each_loss_trains(tmp_path, loss):
     snapshot = easy_snapshot(tmp_path / "snap.jsonl", n=96, ties=24 if loss == "tie_aware" else 0)

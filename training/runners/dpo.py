@@ -103,6 +103,7 @@ def split_by_prompt(rows: list[dict], fraction: float, seed: int) -> tuple[list[
 
 def train_dpo(snapshot: Path, output_dir: Path, config: DPOConfig, *, reporter: Reporter | None = None) -> PolicyResult:
     from datasets import Dataset
+    from transformers import set_seed
     from transformers.trainer_callback import PrinterCallback
     from trl import DPOConfig as TRLConfig
 
@@ -117,6 +118,7 @@ def train_dpo(snapshot: Path, output_dir: Path, config: DPOConfig, *, reporter: 
                         f"{len(held_out)} held out); DPO needs at least {config.min_pairs} to train and one held out. "
                         "Collect more judgments (ties do not count), or lower min_pairs.")
     reporter.progress(0.02, "loading the policy")
+    set_seed(config.seed)  # LoRA's initial weights too: same seed and data, same policy
     tokenizer, model = load_policy(config.base_model)
     limit = context_length(model)
     check(config.max_length <= limit, "max_length", f"is longer than the model's context ({limit} tokens)")

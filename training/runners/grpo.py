@@ -152,6 +152,7 @@ def mean_reward(model, tokenizer, rows: list[dict], functions, weights, config: 
 def train_grpo(prompts_path: Path, output_dir: Path, config: GRPOConfig, *, reward_model_dir: str | None = None,
                reporter: Reporter | None = None) -> PolicyResult:
     from datasets import Dataset
+    from transformers import set_seed
     from transformers.trainer_callback import PrinterCallback
     from trl import GRPOConfig as TRLConfig
     from trl import GRPOTrainer
@@ -167,6 +168,7 @@ def train_grpo(prompts_path: Path, output_dir: Path, config: GRPOConfig, *, rewa
                         f"than prompts_per_step={config.prompts_per_step}. Add prompts or lower those settings.")
     functions, weights = build_rewards(config, reward_model_dir)
     reporter.progress(0.02, "loading the policy")
+    set_seed(config.seed)  # LoRA's initial weights too: same seed and data, same policy
     tokenizer, model = load_policy(config.base_model, for_generation=True)
     limit = context_length(model)
     check_prompt_lengths(tokenizer, [r["prompt"] for r in rows], limit - config.max_completion_length,

@@ -196,6 +196,7 @@ def _dataset(pairs: list[Pair], tokenizer, config: RewardModelConfig, rubric: bo
 def train_reward_model(snapshot: Path, output_dir: Path, config: RewardModelConfig, *,
                        criteria: list[dict] | None = None, reporter: Reporter | None = None) -> RewardModelResult:
     """Train, save and evaluate. `criteria` (the project's rubric) matters only with rubric=True."""
+    from transformers import set_seed
     from transformers.trainer_callback import PrinterCallback
     from trl import RewardConfig
 
@@ -227,6 +228,7 @@ def train_reward_model(snapshot: Path, output_dir: Path, config: RewardModelConf
 
     for member in range(config.ensemble_size):
         reporter.checkpoint()
+        set_seed(config.seed + member)  # the new head's weights too: same seed and data, same model
         tokenizer, model = _load_backbone(config.base_model, outputs)
         dataset = _dataset(train, tokenizer, config, rubric=bool(criteria))
         report = trainer_callback(
