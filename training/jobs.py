@@ -92,12 +92,10 @@ def parse_config(kind: str, data: dict | None) -> RunConfig:
 def check_model_paths(config: RunConfig) -> None:
     """A model named by path must not lie among Prefloop's own files: trained checkpoints are
     reached by id (`parent`, `checkpoint`), which keeps each project to its own models."""
-    inside = media().resolve()
-    for name in ("base_model", "policy_model"):
-        value = getattr(config, name, "") or ""
-        if value and Path(value).expanduser().resolve().is_relative_to(inside):
-            raise LaunchRefused(f"Config field {name!r}: {value!r} is inside Prefloop's media directory; "
-                                "start from a trained checkpoint with `parent` (its id) instead.", name)
+    value = getattr(config, "base_model", "") or ""
+    if value and Path(value).expanduser().resolve().is_relative_to(media().resolve()):
+        raise LaunchRefused(f"Config field 'base_model': {value!r} is inside Prefloop's media directory; "
+                            "start from a trained checkpoint with `parent` (its id) instead.", "base_model")
 
 
 def launch(project: Project, kind: str, config: dict | None = None, *, user=None, parent: Job | None = None,
