@@ -31,7 +31,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -104,6 +104,12 @@ JOIN annotate_candidate b ON b.id = c.candidate_b_id
 WHERE {where}
 ORDER BY j.id"""
 
+COUNT_SQL = """
+SELECT count(*)
+FROM annotate_judgment j
+JOIN annotate_comparison c ON c.id = j.comparison_id
+WHERE {where}"""
+
 RUBRIC_SIDE_SQL = """
 SELECT c.candidate_{letter}_id, '{letter}', j.id, j.rubric_scores, p.text, p.messages, cand.text
 FROM annotate_judgment j
@@ -132,10 +138,10 @@ def _where(project: Project, options: ExportOptions) -> tuple[str, list]:
     return " AND ".join(clauses), params
 
 
-def _rows(sql: str, params: list) -> Iterator[tuple]:
+def _rows(sql: str, params: list, seen: Callable[[int], None] | None = None) -> Iterator[tuple]:
     """Rows from a server-side cursor on PostgreSQL (constant memory), in chunks elsewhere.
     Inside a transaction: outside one the cursor would be WITH HOLD, and PostgreSQL would
-    materialise the whole result before the first row."""
+    materialise the whole result before the first row. `seen(n)` hears of each chunk read."""
     with transaction.atomic(), connection.chunked_cursor() as cursor:
         cursor.execute(sql, params)
         while True:
@@ -143,6 +149,8 @@ def _rows(sql: str, params: list) -> Iterator[tuple]:
             if not chunk:
                 return
             yield from chunk
+            if seen is not None:
+                seen(len(chunk))
 
 
 def _json(value):
@@ -165,23 +173,32 @@ class _Shapes:
         return [{"role": "assistant", "content": text}] if self.chat else text
 
 
-def iter_rows(project: Project, options: ExportOptions) -> Iterator[dict]:
-    """The export's rows, in a stable order."""
+def iter_rows(project: Project, options: ExportOptions, seen: Callable[[int], None] | None = None) -> Iterator[dict]:
+    """The export's rows, in a stable order; `seen(n)` counts the judgment rows read (see judgment_rows)."""
     where, params = _where(project, options)
     shapes = _Shapes(project)
     if options.format == "raw":
-        yield from _raw_rows(where, params, shapes)
+        yield from _raw_rows(where, params, shapes, seen)
     elif options.format == "rubric":
-        yield from _rubric_rows(project, where, params, shapes)
+        yield from _rubric_rows(project, where, params, shapes, seen)
     else:
-        yield from _preference_rows(options, where, params, shapes)
+        yield from _preference_rows(options, where, params, shapes, seen)
 
 
-def _preference_rows(options: ExportOptions, where: str, params: list, shapes: _Shapes) -> Iterator[dict]:
+def judgment_rows(project: Project, options: ExportOptions) -> int:
+    """How many rows iter_rows reads (the rubric format reads each judgment once per side)."""
+    where, params = _where(project, options)
+    with connection.cursor() as cursor:
+        cursor.execute(COUNT_SQL.format(where=where), params)
+        count = cursor.fetchone()[0]
+    return count * 2 if options.format == "rubric" else count
+
+
+def _preference_rows(options: ExportOptions, where: str, params: list, shapes: _Shapes, seen=None) -> Iterator[dict]:
     weighted = options.votes == "weighted"
     current, votes, texts = None, [], None
     for _, comparison_id, choice, strength, prompt_text, messages, a_text, b_text in _rows(
-        JUDGMENTS_SQL.format(where=where), params
+        JUDGMENTS_SQL.format(where=where), params, seen
     ):
         if comparison_id != current:
             if current is not None:
@@ -212,10 +229,10 @@ def _pair_rows(options, votes, texts, shapes: _Shapes, weighted: bool) -> Iterat
         yield row
 
 
-def _raw_rows(where: str, params: list, shapes: _Shapes) -> Iterator[dict]:
+def _raw_rows(where: str, params: list, shapes: _Shapes, seen=None) -> Iterator[dict]:
     for (judgment_id, comparison_id, prompt_text, messages, a_text, b_text, a_source, b_source, username, choice,
          strength, rubric, rationale, shown_left, ms_spent, created_at, origin, round_) in _rows(
-            RAW_SQL.format(where=where), params):
+            RAW_SQL.format(where=where), params, seen):
         yield {
             "id": judgment_id, "comparison": comparison_id, "prompt": shapes.prompt(prompt_text, messages),
             "response_a": a_text, "response_b": b_text, "source_a": a_source, "source_b": b_source,
@@ -226,7 +243,7 @@ def _raw_rows(where: str, params: list, shapes: _Shapes) -> Iterator[dict]:
         }
 
 
-def _rubric_rows(project: Project, where: str, params: list, shapes: _Shapes) -> Iterator[dict]:
+def _rubric_rows(project: Project, where: str, params: list, shapes: _Shapes, seen=None) -> Iterator[dict]:
     keys = list(project.criteria.values_list("key", flat=True))
     current, sums, counts, texts = None, {}, {}, None
 
@@ -238,7 +255,7 @@ def _rubric_rows(project: Project, where: str, params: list, shapes: _Shapes) ->
         return out
 
     for candidate_id, letter, _, rubric, prompt_text, messages, response in _rows(
-            RUBRIC_SQL.format(where=where), params + params):
+            RUBRIC_SQL.format(where=where), params + params, seen):
         scores = _json(rubric) or {}
         if candidate_id != current:
             if current is not None and counts:
@@ -272,8 +289,9 @@ def _watermark(project: Project, options: ExportOptions) -> str:
     return hashlib.sha256(data.encode()).hexdigest()
 
 
-def write_export(project: Project, options: ExportOptions) -> ExportFile:
-    """The export as a JSONL file named by its content hash (reused when nothing changed)."""
+def write_export(project: Project, options: ExportOptions, seen: Callable[[int], None] | None = None) -> ExportFile:
+    """The export as a JSONL file named by its content hash (reused when nothing changed).
+    `seen(n)` hears of judgment rows read, out of judgment_rows(project, options)."""
     folder = export_dir()
     index = folder / "index" / _watermark(project, options)
     if index.exists():
@@ -286,7 +304,7 @@ def write_export(project: Project, options: ExportOptions) -> ExportFile:
     handle, temporary = tempfile.mkstemp(dir=folder, suffix=".partial")
     try:
         with os.fdopen(handle, "wb", buffering=1 << 20) as out:
-            for row in iter_rows(project, options):
+            for row in iter_rows(project, options, seen):
                 line = orjson.dumps(row) + b"\n"
                 digest.update(line)
                 out.write(line)

@@ -1,3 +1,5 @@
+"""export_data: write a project's judgments as a dataset file, with progress."""
+
 import json
 import shutil
 from pathlib import Path
@@ -6,11 +8,13 @@ from django.core.management.base import BaseCommand, CommandError
 
 from annotate import export as exporting
 from annotate.models import Project
+from annotate.progress import CommandProgress
 
 
 class Command(BaseCommand):
     help = ("Export a project's judgments as a dataset TRL and Hugging Face datasets read directly. "
-            "The last line printed is JSON with the path, the row count and the version (sha256 of the content).")
+            "The last line printed is JSON with the path, the row count and the version (sha256 of the content); "
+            "progress goes to stderr: a bar on a terminal, plain lines otherwise.")
 
     def add_arguments(self, parser):
         parser.add_argument("--project", required=True)
@@ -33,7 +37,10 @@ class Command(BaseCommand):
                                                origin=origin)
         except exporting.ExportError as exc:
             raise CommandError(str(exc)) from None
-        exported = exporting.write_export(target, options_)
+        with CommandProgress(exporting.judgment_rows(target, options_), f"exporting {project} ({format})",
+                             stream=self.stderr, unit="judgments") as progress:
+            exported = exporting.write_export(target, options_, seen=progress.advance)
+            progress.update(progress.total)  # a reused file is read from nowhere: done all the same
         path = exported.path
         if parquet:
             path = exporting.parquet_copy(exported)

@@ -1,14 +1,19 @@
+"""import_data: load a file of prompts, responses, comparisons and labels into a project, with progress."""
+
 import json
+import os
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from annotate.importers import FORMATS, LABEL_MODES, ImportFailed, import_path
+from annotate.importers import FORMATS, LABEL_MODES, ImportFailed, import_stream
 from annotate.models import Project
+from annotate.progress import CommandProgress, ReadProgress
 
 
 class Command(BaseCommand):
-    help = "Import prompts, responses, comparisons and labels from a JSON, JSONL or CSV file (gzip allowed)."
+    help = ("Import prompts, responses, comparisons and labels from a JSON, JSONL or CSV file (gzip allowed). "
+            "Progress goes to stderr: a bar on a terminal, plain lines otherwise.")
 
     def add_arguments(self, parser):
         parser.add_argument("path")
@@ -35,11 +40,20 @@ class Command(BaseCommand):
             except ActionError as exc:
                 raise CommandError(exc.message) from None
         try:
-            result = import_path(target, path, format=format, labels=labels)
-        except FileNotFoundError:
+            raw = open(path, "rb")  # noqa: SIM115 -- closed below, after the import
+        except (FileNotFoundError, IsADirectoryError):
             raise CommandError(f"No file at {path}.") from None
+        try:
+            size = os.fstat(raw.fileno()).st_size
+            with CommandProgress(size, f"importing {os.path.basename(path)}", stream=self.stderr, unit="B",
+                                 scale=True) as progress:
+                # Bytes read from the file (compressed, if gzipped): the importer streams it once.
+                result = import_stream(target, ReadProgress(raw, progress), filename=str(path), format=format,
+                                       labels=labels)
         except ImportFailed as exc:
             raise CommandError(str(exc)) from None
+        finally:
+            raw.close()
         rate = result.rows / result.seconds if result.seconds else 0
         self.stdout.write(
             f"{result.rows} rows ({result.format}) in {result.seconds:.2f} s ({rate:,.0f} rows/s): "

@@ -1,3 +1,5 @@
+"""run_job: launch a job from the command line, optionally following it to its end with progress."""
+
 import json
 import sys
 import time
@@ -5,13 +7,15 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 
 from annotate.models import Project
+from annotate.progress import CommandProgress
 from training import jobs
 from training.models import Job
 
 
 class Command(BaseCommand):
     help = ("Launch a job (validated as the page and the API do). With --wait, follow it to the end and "
-            "print its final metrics as JSON on the last line; --here runs it in this process instead of a worker.")
+            "print its final metrics as JSON on the last line (progress on stderr: a bar on a terminal, plain lines "
+            "otherwise); --here runs it in this process instead of a worker.")
 
     def add_arguments(self, parser):
         parser.add_argument("kind", help="reward_model, score, dpo, grpo, generate or round")
@@ -42,16 +46,15 @@ class Command(BaseCommand):
             self.stdout.write(json.dumps({"job": job.pk, "status": job.status}))
             return
         deadline = time.monotonic() + timeout
-        last = None
-        while True:
-            job.refresh_from_db()
-            line = f"{job.status} {job.progress:.0%} {job.message}"
-            if line != last:
-                self.stderr.write(line)
-                last = line
-            if job.finished or time.monotonic() > deadline:
-                break
-            time.sleep(1)
+        # A bar on a terminal; plain lines (one per change of status or message) otherwise.
+        with CommandProgress(100, f"job {job.pk} {job.kind}", stream=self.stderr, unit="%", every=0) as progress:
+            while True:
+                job.refresh_from_db()
+                note = job.status if job.message in ("", job.status) else f"{job.status}: {job.message}"
+                progress.update(round(100 * job.progress), note)
+                if job.finished or time.monotonic() > deadline:
+                    break
+                time.sleep(1)
         self.stdout.write(json.dumps({"job": job.pk, "status": job.status, "error": job.error, **job.result}))
         if job.status != Job.Status.SUCCEEDED:
             sys.exit(1)
