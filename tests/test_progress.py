@@ -2,12 +2,15 @@
 stderr is a terminal (a real pseudo-terminal here) and write plain lines when it is not (a pipe,
 as in CI or a log file); stdout keeps its JSON last line either way."""
 
+import fcntl
 import json
 import os
 import pty
 import select
+import struct
 import subprocess
 import sys
+import termios
 
 import pytest
 
@@ -29,6 +32,7 @@ def manage(*arguments, terminal=False, timeout=300):
         done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
         return done.returncode, done.stdout, done.stderr
     parent, child = pty.openpty()
+    fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))  # a new pty is 0 columns wide
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=child, text=True)
     os.close(child)
     chunks = []
