@@ -36,16 +36,23 @@ def pairwise_loss(
     label_smoothing  −(1−ε) log σ(Δ) − ε log σ(−Δ): a noisy label costs less (conservative BT).
     tie_aware        Rao–Kupper: P(win) = σ(Δ − θ), P(tie) = 1 − σ(Δ − θ) − σ(−Δ − θ); ties are
                      trained toward Δ ≈ 0 instead of being dropped.
-    Ties (tie=True) count only in tie_aware; the other losses ignore them.
+    Ties (tie=True) count only in tie_aware; the other losses ignore them. Computed in float32
+    (the result is float32 too), so bf16 model outputs keep their gradient.
     """
     import torch
     import torch.nn.functional as F  # noqa: N812
 
+    # In float32 whatever the model's dtype: in bf16, σ(Δ − θ) rounds to 1 once Δ − θ > ~6.2, and
+    # 1 − σ − σ cancels to 0 (the old form then clamped and lost the tie's gradient).
+    delta = delta.float()
+    margin = margin.float() if margin is not None else None
     non_tie = torch.ones_like(delta, dtype=torch.bool) if tie is None else ~tie.bool()
     if loss == "tie_aware":
         win = -F.logsigmoid(delta - tie_threshold)
-        p_tie = 1 - torch.sigmoid(delta - tie_threshold) - torch.sigmoid(-delta - tie_threshold)
-        tied = -torch.log(p_tie.clamp_min(1e-6))
+        # log(1 − σ(Δ − θ) − σ(−Δ − θ)) in closed form: log σ(θ + Δ) + log σ(θ − Δ) + log(1 − e^(−2θ)).
+        # No difference of probabilities to cancel and no clamp, so a tie far from Δ = 0 keeps its pull.
+        theta = torch.as_tensor(tie_threshold, dtype=delta.dtype, device=delta.device)
+        tied = -(F.logsigmoid(theta + delta) + F.logsigmoid(theta - delta) + torch.log1p(-torch.exp(-2 * theta)))
         per_pair = torch.where(non_tie, win, tied)
         return per_pair.mean()
     if loss == "bt":

@@ -1,5 +1,6 @@
 """Scoring with a trained reward model (one member or an ensemble): the mean over members is the
-reward, their spread (standard deviation) the uncertainty downstream selection uses."""
+reward, their spread (standard deviation) the uncertainty downstream selection uses. Scores on
+the GPU when the process has one (rewards.devices), in bf16 autocast where the GPU supports it."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import numpy as np
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+from .devices import device as default_device
+from .devices import use_bf16
 from .text import encode, prepare_tokenizer, reward_input
 
 MANIFEST = "prefloop.json"
@@ -24,9 +27,10 @@ class Scores:
 
 
 class RewardModel:
-    """A checkpoint directory written by the reward-model runner."""
+    """A checkpoint directory written by the reward-model runner; on `device` (default: the GPU
+    when there is one, else the CPU)."""
 
-    def __init__(self, directory: str | Path, device: str = "cpu"):
+    def __init__(self, directory: str | Path, device: str | None = None):
         self.directory = Path(directory)
         manifest_path = self.directory / MANIFEST
         if not manifest_path.exists():
@@ -34,7 +38,9 @@ class RewardModel:
         self.manifest = json.loads(manifest_path.read_text())
         self.max_length = int(self.manifest["max_length"])
         self.criteria = self.manifest.get("criteria", [])
-        self.device = device
+        self.device = device = device or default_device()
+        # Weights stay float32; on a bf16 GPU the forward pass runs in bf16 autocast.
+        self.autocast = device.startswith("cuda") and use_bf16()
         members = self.manifest["members"]
         self.tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(self.directory / members[0]))
         self.models = []
@@ -51,7 +57,8 @@ class RewardModel:
         order = np.argsort([len(x) for x in ids], kind="stable")
         outputs = np.zeros((len(self.models), len(ids), self._outputs()), dtype=np.float32)
         pad = self.tokenizer.pad_token_id or 0
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.autocast("cuda" if self.autocast else "cpu", dtype=torch.bfloat16,
+                                                    enabled=self.autocast):
             for start in range(0, len(ids), batch_size):
                 batch = order[start:start + batch_size]
                 longest = max(len(ids[i]) for i in batch)

@@ -10,6 +10,10 @@ import types
 import typing
 from collections.abc import Callable
 
+# Device and precision are chosen once, in rewards.devices (rewards cannot import training);
+# runners take them from here.
+from rewards.devices import device, load_dtype, precision, trainer_precision, use_bf16  # noqa: F401
+
 
 class ConfigError(ValueError):
     """A config value that cannot run; names the field and what to change."""
@@ -204,19 +208,3 @@ def set_threads(threads: int) -> int:
         threads = max(1, (os.cpu_count() or 2) - 1)
     torch.set_num_threads(threads)
     return threads
-
-
-def device() -> str:
-    """Chosen once: CUDA when present, else CPU (float32 there)."""
-    override = os.environ.get("PREFLOOP_DEVICE")
-    if override:
-        return override
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def use_bf16() -> bool:
-    import torch
-
-    return device() == "cuda" and torch.cuda.is_bf16_supported()

@@ -19,11 +19,11 @@ from .base import (
     RunConfig,
     RunFailed,
     check,
-    device,
     set_threads,
     trainer_callback,
-    use_bf16,
+    trainer_precision,
 )
+from .distributed import check_launch_fields, is_main_process, run_launched, wants_launch
 from .policy import (
     as_completion,
     as_messages,
@@ -59,8 +59,13 @@ class DPOConfig(RunConfig):
     gradient_checkpointing: bool = False
     seed: int = 0
     threads: int = 0
+    num_processes: int = field(default=1, metadata={
+        "help": "GPUs on this worker to train on: above 1, the run re-launches itself with `accelerate launch`"})
+    accelerate_config: str = field(default="", metadata={
+        "help": "an `accelerate config` file on the worker (DeepSpeed ZeRO-1/2, mixed settings); launches too"})
 
     def __post_init__(self):
+        check_launch_fields(self.num_processes, self.accelerate_config)
         check(self.loss_type in DPO_LOSSES, "loss_type", f"use one of {', '.join(DPO_LOSSES)}")
         check(0 < self.beta <= 10, "beta", "must be above 0 and at most 10")
         check(0 <= self.label_smoothing < 0.5, "label_smoothing", "must be in [0, 0.5)")
@@ -108,6 +113,8 @@ def train_dpo(snapshot: Path, output_dir: Path, config: DPOConfig, *, reporter: 
     from trl import DPOConfig as TRLConfig
 
     reporter = reporter or Reporter()
+    if wants_launch(config):  # several GPUs: the same function, in processes `accelerate launch` starts
+        return run_launched("dpo", {"snapshot": str(snapshot)}, output_dir, config, reporter)
     started = time.perf_counter()
     output_dir = Path(output_dir)
     threads = set_threads(config.threads)
@@ -137,8 +144,8 @@ def train_dpo(snapshot: Path, output_dir: Path, config: DPOConfig, *, reporter: 
         beta=config.beta, loss_type=[config.loss_type], label_smoothing=config.label_smoothing,
         max_length=config.max_length, truncation_mode="keep_end",
         precompute_ref_log_probs=config.margin_scale > 0,  # the margin offset rides on precomputed reference log-probs
-        seed=config.seed, logging_steps=1, save_strategy="no", report_to=[], bf16=use_bf16(),
-        use_cpu=device() == "cpu", gradient_checkpointing=config.gradient_checkpointing, disable_tqdm=True,
+        seed=config.seed, logging_steps=1, save_strategy="no", report_to=[], **trainer_precision(),
+        gradient_checkpointing=config.gradient_checkpointing, disable_tqdm=True,
         dataloader_num_workers=0, warmup_steps=0.1, remove_unused_columns=True,
     )
     report = trainer_callback(reporter, lambda state: (0.1 + 0.8 * state.global_step / max(steps, 1),
@@ -169,8 +176,9 @@ def train_dpo(snapshot: Path, output_dir: Path, config: DPOConfig, *, reporter: 
         "final_loss": round(next((h["loss"] for h in reversed(trainer.state.log_history) if "loss" in h),
                                  float("nan")), 4),
     }
-    save_policy(trainer.model, tokenizer, Path(output_dir), {"base_model": config.base_model,
-                                                             "config": config.to_dict(), "method": "dpo"})
+    if is_main_process():  # under accelerate, one process writes the checkpoint
+        save_policy(trainer.model, tokenizer, Path(output_dir), {"base_model": config.base_model,
+                                                                 "config": config.to_dict(), "method": "dpo"})
     metrics["seconds"] = round(time.perf_counter() - started, 1)
     reporter.progress(1.0, "done")
     return PolicyResult(Path(output_dir), metrics)

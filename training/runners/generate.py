@@ -1,12 +1,20 @@
 """Generation: a policy answers prompts (N samples each) with transformers' `generate`, or with vLLM
 when it is installed and a GPU is there. Output: a JSONL file, written whole before anything reads
-it, so a run that fails half way leaves nothing to enqueue."""
+it, so a run that fails half way leaves nothing to enqueue.
+
+vLLM: one engine per process at a time. A generate job answers with the new policy, then with its
+parent (two merged checkpoints, so not LoRA adapters on one base); each engine takes most of the
+GPU's memory, so the first is torn down before the second is built (`EngineSlot`), and the last
+when the answers are written, leaving the GPU to the next job on this worker.
+"""
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,10 +39,13 @@ class GenerateConfig(RunConfig):
         "help": "also answer with the parent policy and enqueue new-vs-parent comparisons"})
     priority_from_reward_model: bool = field(default=True, metadata={
         "help": "score both answers with the newest reward model first: uncertain pairs come first"})
+    gpu_memory_utilization: float = field(default=0.85, metadata={
+        "help": "vLLM: share of the GPU's memory its engine may take"})
     seed: int = 0
     threads: int = 0
 
     def __post_init__(self):
+        check(0.05 <= self.gpu_memory_utilization <= 0.98, "gpu_memory_utilization", "must be between 0.05 and 0.98")
         check(self.checkpoint >= 0, "checkpoint", "must be a checkpoint id, or 0")
         check(0 <= self.prompts <= 100_000, "prompts", "must be between 0 (all) and 100000")
         check(1 <= self.samples <= 16, "samples", "must be between 1 and 16")
@@ -67,6 +78,11 @@ def generate_answers(model_name: str, prompts: list[tuple[int, object]], output:
     set_threads(config.threads)
     rows = _generate_vllm(model_name, prompts, config) if backend == "vllm" else \
         _generate_transformers(model_name, prompts, config, reporter)
+    if device().startswith("cuda"):  # the model is gone with its function: give its memory back now
+        import torch
+
+        gc.collect()
+        torch.cuda.empty_cache()
     partial = Path(output).with_suffix(".partial")
     with open(partial, "w", encoding="utf-8") as out:
         for prompt_id, sample, text, tokens in rows:
@@ -108,9 +124,65 @@ def _generate_transformers(model_name, prompts, config, reporter):
     return rows
 
 
+class EngineSlot:
+    """Holds at most one engine: asking for another model tears the current one down first, so
+    two never share the GPU. `build(key)` makes an engine, `teardown(engine)` frees it."""
+
+    def __init__(self, build: Callable, teardown: Callable):
+        self.build, self.teardown = build, teardown
+        self.key, self.engine = None, None
+
+    def get(self, key):
+        if self.engine is not None and self.key == key:
+            return self.engine
+        self.release()
+        self.engine, self.key = self.build(key), key
+        return self.engine
+
+    def release(self) -> None:
+        engine, self.engine, self.key = self.engine, None, None
+        if engine is not None:
+            self.teardown(engine)
+
+
+def _build_vllm(key):  # pragma: no cover -- needs a GPU; bench/gpu.py runs it on one
+    from vllm import LLM
+
+    path, seed, memory = key
+    return LLM(model=path, seed=seed, gpu_memory_utilization=memory)
+
+
+def _teardown_vllm(llm) -> None:  # pragma: no cover -- needs a GPU
+    """Free an engine's GPU memory: its engine-core process (vLLM V1) or executor (V0), the
+    distributed state it set up, then the allocator's cache."""
+    import contextlib
+
+    import torch
+
+    engine = getattr(llm, "llm_engine", None)
+    with contextlib.suppress(Exception):
+        core = getattr(engine, "engine_core", None)
+        if core is not None and hasattr(core, "shutdown"):
+            core.shutdown()
+    with contextlib.suppress(Exception):
+        if engine is not None and hasattr(engine, "model_executor"):
+            del engine.model_executor
+    del llm, engine
+    with contextlib.suppress(Exception):
+        from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
+
+        cleanup_dist_env_and_memory()
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+VLLM_ENGINE = EngineSlot(_build_vllm, _teardown_vllm)
+
+
 def _generate_vllm(model_name, prompts, config):  # pragma: no cover -- needs a GPU; run on the device machine
     from transformers import AutoTokenizer
-    from vllm import LLM, SamplingParams
+    from vllm import SamplingParams
 
     from .policy import model_path
 
@@ -118,11 +190,14 @@ def _generate_vllm(model_name, prompts, config):  # pragma: no cover -- needs a 
     tokenizer = AutoTokenizer.from_pretrained(path)
     texts = [tokenizer.apply_chat_template(as_messages(p), add_generation_prompt=True, tokenize=False)
              for _, p in prompts]
-    llm = LLM(model=path, seed=config.seed)
     params = SamplingParams(n=config.samples, temperature=config.temperature, top_p=config.top_p,
                             max_tokens=config.max_new_tokens, seed=config.seed)
-    rows = []
-    for (pid, _), result in zip(prompts, llm.generate(texts, params), strict=True):
-        for sample, output in enumerate(result.outputs):
-            rows.append((pid, sample, output.text.strip(), len(output.token_ids)))
+    try:
+        llm = VLLM_ENGINE.get((path, config.seed, config.gpu_memory_utilization))
+        rows = []
+        for (pid, _), result in zip(prompts, llm.generate(texts, params), strict=True):
+            for sample, output in enumerate(result.outputs):
+                rows.append((pid, sample, output.text.strip(), len(output.token_ids)))
+    finally:
+        VLLM_ENGINE.release()  # the parent's engine, the reward model or the next job need the memory
     return rows

@@ -22,11 +22,11 @@ from .base import (
     RunConfig,
     RunFailed,
     check,
-    device,
     set_threads,
     trainer_callback,
-    use_bf16,
+    trainer_precision,
 )
+from .distributed import check_launch_fields, is_main_process, run_launched, wants_launch
 from .dpo import PolicyResult
 from .policy import as_messages, check_prompt_lengths, context_length, load_policy, lora_config, save_policy
 
@@ -60,8 +60,13 @@ class GRPOConfig(RunConfig):
     eval_prompts: int = field(default=8, metadata={"help": "prompts held out to measure mean reward"})
     seed: int = 0
     threads: int = 0
+    num_processes: int = field(default=1, metadata={
+        "help": "GPUs on this worker to train on: above 1, the run re-launches itself with `accelerate launch`"})
+    accelerate_config: str = field(default="", metadata={
+        "help": "an `accelerate config` file on the worker (DeepSpeed ZeRO-1/2, mixed settings); launches too"})
 
     def __post_init__(self):
+        check_launch_fields(self.num_processes, self.accelerate_config)
         known = {*fn.BASE_REWARDS, "pairwise_winrate"}
         check(bool(self.rewards), "rewards", "name at least one reward function")
         for name in self.rewards:
@@ -158,6 +163,8 @@ def train_grpo(prompts_path: Path, output_dir: Path, config: GRPOConfig, *, rewa
     from trl import GRPOTrainer
 
     reporter = reporter or Reporter()
+    if wants_launch(config):  # several GPUs: the same function, in processes `accelerate launch` starts
+        return run_launched("grpo", {"prompts": str(prompts_path), "reward_model_dir": reward_model_dir}, output_dir, config, reporter)
     started = time.perf_counter()
     output_dir = Path(output_dir)
     threads = set_threads(config.threads)
@@ -187,7 +194,7 @@ def train_grpo(prompts_path: Path, output_dir: Path, config: GRPOConfig, *, rewa
         per_device_train_batch_size=config.prompts_per_step * config.num_generations,
         num_generations=config.num_generations, max_completion_length=config.max_completion_length,
         temperature=config.temperature, beta=config.beta, reward_weights=weights, seed=config.seed,
-        logging_steps=1, save_strategy="no", report_to=[], bf16=use_bf16(), use_cpu=device() == "cpu",
+        logging_steps=1, save_strategy="no", report_to=[], **trainer_precision(),
         gradient_checkpointing=False, disable_tqdm=True, dataloader_num_workers=0, log_completions=False,
     )
     trainer = GRPOTrainer(model=model, reward_funcs=functions, args=args, train_dataset=dataset,
@@ -209,8 +216,9 @@ def train_grpo(prompts_path: Path, output_dir: Path, config: GRPOConfig, *, rewa
         "kl_last": round(history[-1].get("kl", 0.0), 4) if history else None,
         "completion_length_last": round(history[-1].get("completions/mean_length", 0.0), 1) if history else None,
     }
-    save_policy(trainer.model, tokenizer, output_dir, {"base_model": config.base_model, "config": config.to_dict(),
-                                                       "method": "grpo"})
+    if is_main_process():  # under accelerate, one process writes the checkpoint
+        save_policy(trainer.model, tokenizer, output_dir, {"base_model": config.base_model, "config": config.to_dict(),
+                                                           "method": "grpo"})
     metrics["seconds"] = round(time.perf_counter() - started, 1)
     reporter.progress(1.0, "done")
     return PolicyResult(output_dir, metrics)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from rewards.backbones import resolve as resolve_model
 
-from .base import RunFailed, device
+from .base import RunFailed, device, load_dtype
 
 MANIFEST = "prefloop.json"
 
@@ -34,15 +34,13 @@ def model_path(name: str) -> str:
 
 
 def load_policy(name: str, *, for_generation: bool = False):
-    """Tokenizer and model (float32 on CPU, bf16 on a GPU that has it)."""
-    import torch
+    """Tokenizer and model (float32 on CPU, bf16 on a GPU that has it: rewards.devices decides)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = model_path(name)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
-        dtype = torch.bfloat16 if device() == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=load_dtype())
     except (OSError, ValueError) as exc:
         raise RunFailed(f"Could not load the model {name!r}: {str(exc).splitlines()[0]}") from None
     if tokenizer.pad_token is None:

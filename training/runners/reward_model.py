@@ -32,7 +32,7 @@ from .base import (
     device,
     set_threads,
     trainer_callback,
-    use_bf16,
+    trainer_precision,
 )
 
 
@@ -242,7 +242,7 @@ def train_reward_model(snapshot: Path, output_dir: Path, config: RewardModelConf
             output_dir=str(output_dir / f".trainer_{member}"), per_device_train_batch_size=config.batch_size,
             learning_rate=config.learning_rate, num_train_epochs=config.epochs, max_steps=config.max_steps or -1,
             seed=config.seed + member, logging_steps=max(1, per_member // 50), save_strategy="no", report_to=[],
-            bf16=use_bf16(), use_cpu=device() == "cpu", gradient_checkpointing=False, disable_tqdm=True,
+            **trainer_precision(), gradient_checkpointing=False, disable_tqdm=True,
             max_length=None, dataloader_num_workers=0, warmup_steps=0.1,
         )
         trainer = PrefloopRewardTrainer(
