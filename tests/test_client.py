@@ -33,7 +33,8 @@ def connect(live_server, users):
     made = []
 
     def make(name: str, **options) -> Client:
-        client = Client(live_server.url, create_token(users[name], "client test")[1], progress=False, **options)
+        options.setdefault("progress", False)
+        client = Client(live_server.url, create_token(users[name], "client test")[1], **options)
         made.append(client)
         return client
 
