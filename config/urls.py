@@ -1,7 +1,10 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from .health import health
+
 urlpatterns = [
+    path("healthz/", health, name="health"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("annotate.api_urls")),
     path("api/v1/", include("training.api_urls")),
