@@ -1,3 +1,5 @@
+"""`manage.py export_data`: write a project's judgments as a dataset file (annotate.export's formats)."""
+
 import json
 import shutil
 from pathlib import Path

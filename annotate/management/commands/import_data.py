@@ -1,9 +1,11 @@
+"""`manage.py import_data`: import a file into a project (annotate.importing), creating the project if asked."""
+
 import json
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from annotate.importers import FORMATS, LABEL_MODES, ImportFailed, import_path
+from annotate.importing import FORMATS, LABEL_MODES, ImportFailed, import_path
 from annotate.models import Project
 
 

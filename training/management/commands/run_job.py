@@ -1,3 +1,5 @@
+"""`run_job KIND --project SLUG`: launch a job from the command line, optionally wait and print its metrics."""
+
 import json
 import sys
 import time
