@@ -14,6 +14,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from .db import db_datetime, from_db_datetime, on_postgresql
 from .models import (
     Choice,
     Comparison,
@@ -27,7 +28,7 @@ from .models import (
     Skip,
     Strength,
 )
-from .queue import db_datetime, from_db_datetime, lease_duration
+from .queue import lease_duration
 
 MAX_RATIONALE = 5000
 MAX_MS_SPENT = 24 * 3600 * 1000
@@ -113,9 +114,69 @@ def validate_judgment(project: Project, data: JudgmentInput, criteria: list[Rubr
     return errors
 
 
-# PostgreSQL: the whole submit in one statement and one round trip, autocommitted. The comparison
-# row is locked first (the queue's order), the caller's lease deleted, the judgment inserted with
-# its sides mapped through the lease, and the vote counted only if the insert happened.
+NOT_HELD = ("You do not hold this comparison (its lease expired and went to someone else, or it was never "
+            "yours). Nothing was recorded.")
+RETIRED = "This comparison was retired by a manager. Nothing was recorded."
+
+
+def _rubric_for(shown_left: str, rubric: dict | None) -> dict:
+    mapped = {
+        key: {_side(shown_left, side): value for side, value in scores.items() if value is not None}
+        for key, scores in (rubric or {}).items()
+    }
+    return {key: scores for key, scores in mapped.items() if scores}
+
+
+def _choice_for(shown_left: str, choice: str) -> str:
+    return Choice.TIE if choice == "tie" else _side(shown_left, choice)
+
+
+def do_submit_judgment(project: Project, annotator, data: JudgmentInput, criteria=None) -> SubmitResult:
+    """Record one judgment for the comparison the annotator holds.
+
+    The contract both versions keep (PostgreSQL: `_submit_on_postgresql`, one statement; SQLite:
+    `_submit_on_sqlite`, the same steps in one write-locked transaction):
+    - the judgment is stored only for a comparison whose lease the annotator holds, and that
+      lease is released; left/right is mapped back to a/b through the sides the lease showed;
+    - idempotent: a retried or double-clicked submit returns the judgment already recorded
+      (`created=False`), one judgment per annotator per comparison, the vote counted once;
+    - the comparison completes when its votes reach `votes_wanted`;
+    - refused, with nothing recorded: NotHeld (409) for a comparison never held or whose lease
+      went to someone else after it expired, or one a manager retired; NotFound (404) for one
+      of another project; ActionError (400) naming each invalid field;
+    - the comparison row is locked before the lease row, in the queue's order, so the two never
+      deadlock; time spent is the page's timer, capped by how long the lease was held.
+    Proof: tests/test_queue.py and tests/test_constraints.py (marked `both_databases`), which
+    `./prefloop test` runs on both. Hand-written SQL: this runs once per judgment (see queue.py).
+    """
+    criteria = list(project.criteria.all()) if criteria is None else criteria
+    errors = validate_judgment(project, data, criteria)
+    if errors:
+        raise ActionError("The judgment has errors: " + "; ".join(errors.values()), errors)
+    strength = None if data.choice == "tie" else (data.strength or Strength.CLEAR)
+    rationale = data.rationale.strip()
+    now = timezone.now()
+    if on_postgresql():
+        judgment = _submit_on_postgresql(project, annotator, data, strength, rationale, now)
+    else:
+        judgment = _submit_on_sqlite(project, annotator, data, strength, rationale, now)
+    if isinstance(judgment, SubmitResult):
+        return judgment
+    judgment.strength, judgment.rationale, judgment.created_at = strength, rationale, now
+    return SubmitResult(judgment, created=True)
+
+
+def _already_recorded_or_refuse(comparison_id: int, annotator) -> SubmitResult:
+    existing = Judgment.objects.filter(comparison_id=comparison_id, annotator=annotator).first()
+    if existing is None:
+        raise NotHeld(NOT_HELD)
+    return SubmitResult(existing, created=False)
+
+
+# --- PostgreSQL: one statement -------------------------------------------------------------
+# The whole submit in one round trip, autocommitted. The comparison row is locked first (the
+# queue's order), the caller's lease deleted, the judgment inserted with its sides mapped through
+# the lease, and the vote counted only if the insert happened.
 SUBMIT_POSTGRES_SQL = """
 WITH target AS (
     SELECT id, status FROM annotate_comparison
@@ -151,65 +212,8 @@ SELECT (SELECT status FROM target), (SELECT count(*) FROM released), (SELECT cou
        judged.id, judged.choice, judged.rubric_scores, judged.shown_left, judged.ms_spent
 FROM (SELECT 1) AS one LEFT JOIN judged ON true"""
 
-LOCK_COMPARISON_SQL = "SELECT status, votes, votes_wanted FROM annotate_comparison WHERE id = %s AND project_id = %s"
-INSERT_JUDGMENT_SQL = """
-INSERT INTO annotate_judgment (project_id, comparison_id, annotator_id, choice, strength, rubric_scores, rationale,
-                  shown_left, ms_spent, created_at)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-ON CONFLICT (comparison_id, annotator_id) DO NOTHING
-RETURNING id"""
 
-NOT_HELD = ("You do not hold this comparison (its lease expired and went to someone else, or it was never "
-            "yours). Nothing was recorded.")
-RETIRED = "This comparison was retired by a manager. Nothing was recorded."
-
-
-def _rubric_for(shown_left: str, rubric: dict | None) -> dict:
-    mapped = {
-        key: {_side(shown_left, side): value for side, value in scores.items() if value is not None}
-        for key, scores in (rubric or {}).items()
-    }
-    return {key: scores for key, scores in mapped.items() if scores}
-
-
-def _choice_for(shown_left: str, choice: str) -> str:
-    return Choice.TIE if choice == "tie" else _side(shown_left, choice)
-
-
-def do_submit_judgment(project: Project, annotator, data: JudgmentInput, criteria=None) -> SubmitResult:
-    """Record one judgment for the comparison the annotator holds.
-
-    Idempotent: a retried or double-clicked submit returns the judgment already recorded.
-    Refuses (NotHeld, 409) a comparison the annotator never held or whose lease went to someone
-    else after it expired; NotFound (404) one of another project. Locks the comparison row before
-    the lease row, in the queue's order, so the two never deadlock. Hand-written SQL: this runs
-    once per judgment (see queue.py for the measurements).
-    """
-    criteria = list(project.criteria.all()) if criteria is None else criteria
-    errors = validate_judgment(project, data, criteria)
-    if errors:
-        raise ActionError("The judgment has errors: " + "; ".join(errors.values()), errors)
-    strength = None if data.choice == "tie" else (data.strength or Strength.CLEAR)
-    rationale = data.rationale.strip()
-    now = timezone.now()
-    if connection.vendor == "postgresql":
-        judgment = _submit_in_one_statement(project, annotator, data, strength, rationale, now)
-    else:
-        judgment = _submit_step_by_step(project, annotator, data, strength, rationale, now)
-    if isinstance(judgment, SubmitResult):
-        return judgment
-    judgment.strength, judgment.rationale, judgment.created_at = strength, rationale, now
-    return SubmitResult(judgment, created=True)
-
-
-def _already_recorded_or_refuse(comparison_id: int, annotator) -> SubmitResult:
-    existing = Judgment.objects.filter(comparison_id=comparison_id, annotator=annotator).first()
-    if existing is None:
-        raise NotHeld(NOT_HELD)
-    return SubmitResult(existing, created=False)
-
-
-def _submit_in_one_statement(project, annotator, data, strength, rationale, now):
+def _submit_on_postgresql(project, annotator, data, strength, rationale, now):
     params = {
         "comparison": data.comparison_id, "project": project.pk, "user": annotator.pk,
         "choice_if_a": _choice_for(Side.A, data.choice), "choice_if_b": _choice_for(Side.B, data.choice),
@@ -233,8 +237,18 @@ def _submit_in_one_statement(project, annotator, data, strength, rationale, now)
                     shown_left=shown_left, ms_spent=ms_spent)
 
 
-def _submit_step_by_step(project, annotator, data, strength, rationale, now):
-    """The same steps as separate statements in one transaction (SQLite holds its write lock)."""
+# --- SQLite: step by step ------------------------------------------------------------------
+# The same steps as separate statements in one transaction that holds SQLite's write lock.
+LOCK_COMPARISON_SQL = "SELECT status, votes, votes_wanted FROM annotate_comparison WHERE id = %s AND project_id = %s"
+INSERT_JUDGMENT_SQL = """
+INSERT INTO annotate_judgment (project_id, comparison_id, annotator_id, choice, strength, rubric_scores, rationale,
+                  shown_left, ms_spent, created_at)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (comparison_id, annotator_id) DO NOTHING
+RETURNING id"""
+
+
+def _submit_on_sqlite(project, annotator, data, strength, rationale, now):
     lock_sql = LOCK_COMPARISON_SQL + (" FOR UPDATE" if connection.features.has_select_for_update else "")
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(lock_sql, [data.comparison_id, project.pk])

@@ -1,3 +1,5 @@
+"""Django admin pages for the annotation models (support and inspection, not the product UI)."""
+
 from django.contrib import admin
 
 from .models import (

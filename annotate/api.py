@@ -31,7 +31,7 @@ from .actions import (
     do_undo_last_judgment,
     do_update_project,
 )
-from .importers import ImportFailed, ParsedRow, import_rows
+from .importing import ImportFailed, ParsedRow, import_rows
 from .models import (
     ApiToken,
     Candidate,

@@ -1,3 +1,6 @@
+"""Routes of the REST API (/api/v1/): tokens, projects, prompts, candidates, comparisons, judgments,
+the queue (next, skip, undo), export and webhooks, plus the OpenAPI schema and its docs page."""
+
 from django.urls import path, register_converter
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 

@@ -1,3 +1,5 @@
+"""The annotation app's Django configuration."""
+
 from django.apps import AppConfig
 
 

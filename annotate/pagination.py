@@ -1,3 +1,5 @@
+"""The API's pagination: cursor pages ordered by id."""
+
 from rest_framework.pagination import CursorPagination
 
 

@@ -2,87 +2,60 @@
 
 The hot path is hand-written SQL. On this kind of 2-core machine the ORM spent ~0.6 ms of Python
 per query and each round trip to PostgreSQL ~0.15 ms, which together were most of the cost of a
-next + submit cycle; so on PostgreSQL "next" is one statement (docs/benchmarks.md).
-
-On PostgreSQL the chosen row is locked with `FOR UPDATE SKIP LOCKED`, so concurrent annotators
-never wait on each other; the lease is then written with a conditional upsert that sees the
-latest committed lease, so a comparison leased by someone else a moment ago is passed over
-rather than taken. On SQLite the same steps run as separate statements in one transaction that
-holds the database's write lock from BEGIN (`transaction_mode=IMMEDIATE`), which serialises them.
+next + submit cycle; so on PostgreSQL "next" is one statement, and on SQLite the same steps run
+one by one (docs/benchmarks.md). Both versions sit below `next_comparison_for`, which states
+what they both guarantee.
 """
 
 from __future__ import annotations
 
 import json
 import secrets
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 
+from .db import db_datetime, from_db_datetime, on_postgresql
 from .models import Candidate, Comparison, Lease, Project, Prompt, Side
 
 CLAIM_ATTEMPTS = 16
-
-
-HELD_SQL = """
-SELECT l.comparison_id, l.shown_left, l.issued_at, l.expires_at
-FROM annotate_lease l JOIN annotate_comparison c ON c.id = l.comparison_id
-WHERE l.annotator_id = %s AND l.expires_at > %s AND c.project_id = %s AND c.status = 'open'
-ORDER BY l.issued_at LIMIT 1"""
-
-CLAIM_SQL = """
-SELECT c.id FROM annotate_comparison c
-WHERE c.project_id = %s AND c.status = 'open'
-  AND NOT EXISTS (SELECT 1 FROM annotate_judgment j WHERE j.comparison_id = c.id AND j.annotator_id = %s)
-  AND NOT EXISTS (SELECT 1 FROM annotate_skip s WHERE s.comparison_id = c.id AND s.annotator_id = %s)
-  AND NOT EXISTS (SELECT 1 FROM annotate_lease l WHERE l.comparison_id = c.id AND l.expires_at > %s AND l.annotator_id <> %s)
-  {passed_over}
-ORDER BY c.priority DESC, c.tiebreak
-LIMIT 1"""
-
-# Takes the lease unless someone else's unexpired lease is there: ON CONFLICT looks at the latest
-# committed row, not at the snapshot the SELECT above ran on.
-LEASE_SQL = """
-INSERT INTO annotate_lease (comparison_id, annotator_id, shown_left, issued_at, expires_at)
-VALUES (%s, %s, %s, %s, %s)
-ON CONFLICT (comparison_id) DO UPDATE SET annotator_id = excluded.annotator_id,
-    shown_left = excluded.shown_left, issued_at = excluded.issued_at, expires_at = excluded.expires_at
-WHERE annotate_lease.expires_at <= %s OR annotate_lease.annotator_id = %s
-RETURNING comparison_id"""
-
-LOAD_SQL = """
-SELECT c.id, c.project_id, c.prompt_id, c.candidate_a_id, c.candidate_b_id, c.priority, c.votes_wanted,
-       c.votes, c.status, c.origin, c.round,
-       p.text, p.messages, a.text, b.text
-FROM annotate_comparison c JOIN annotate_prompt p ON p.id = c.prompt_id
-JOIN annotate_candidate a ON a.id = c.candidate_a_id JOIN annotate_candidate b ON b.id = c.candidate_b_id
-WHERE c.id = %s"""
 
 
 def lease_duration() -> timedelta:
     return timedelta(seconds=settings.PREFLOOP_LEASE_SECONDS)
 
 
-def db_datetime(value: datetime):
-    """A datetime as the database driver wants it in raw SQL (SQLite stores UTC text)."""
-    return connection.ops.adapt_datetimefield_value(value)
+def next_comparison_for(project: Project, annotator, now=None) -> Lease | None:
+    """Lease the next comparison to `annotator`, or return the one they already hold.
+
+    The contract both versions keep (PostgreSQL: `_next_on_postgresql`, one statement; SQLite:
+    `_next_on_sqlite`, the same steps in one write-locked transaction):
+    - a comparison of this project the annotator still holds comes back first, with the same sides,
+      its lease extended when less than half of it is left;
+    - otherwise the first open comparison by priority (highest first), random among equals (a
+      tiebreak fixed per comparison), that they have not judged or skipped and nobody else holds;
+    - one unexpired lease per comparison: concurrent annotators never get the same one (a lost
+      race moves on to the next, up to CLAIM_ATTEMPTS times);
+    - left/right is drawn when the lease is taken and kept on the lease;
+    - None when nothing is left for this annotator;
+    - the lease comes with its comparison, prompt and candidate texts loaded.
+    Proof: tests/test_queue.py (marked `both_databases`), which `./prefloop test` runs on both.
+    """
+    now = now or timezone.now()
+    if on_postgresql():
+        return _next_on_postgresql(project, annotator, now)
+    return _next_on_sqlite(project, annotator, now)
 
 
-def from_db_datetime(value) -> datetime:
-    if isinstance(value, str):
-        value = parse_datetime(value)
-    if timezone.is_naive(value):
-        value = timezone.make_aware(value, UTC)
-    return value
-
-
-# PostgreSQL: the whole "next" in one statement and one round trip, autocommitted: the held lease
-# (extended when half spent) or, when there is none, the first free comparison locked with SKIP
-# LOCKED and leased by a conditional upsert, with the texts the page shows. `picked` tells a lost
-# race (a row was picked but its lease belonged to someone else) from an empty queue.
+# --- PostgreSQL: one statement -------------------------------------------------------------
+# The whole "next" in one round trip, autocommitted: the held lease (extended when half spent)
+# or, when there is none, the first free comparison locked with SKIP LOCKED, so concurrent
+# annotators never wait on each other, and leased by a conditional upsert that sees the latest
+# committed lease, so one leased by someone else a moment ago is passed over rather than taken.
+# `picked` tells a lost race (a row was picked but its lease belonged to someone else) from an
+# empty queue.
 NEXT_POSTGRES_SQL = """
 WITH held AS (
     UPDATE annotate_lease
@@ -125,36 +98,7 @@ LEFT JOIN annotate_candidate a ON a.id = c.candidate_a_id
 LEFT JOIN annotate_candidate b ON b.id = c.candidate_b_id"""
 
 
-def next_comparison_for(project: Project, annotator, now=None) -> Lease | None:
-    """Lease the next comparison to `annotator`, or return the one they already hold.
-
-    Highest priority first, random among equals (a random tiebreak fixed per comparison); not one
-    they judged or skipped; not one someone else holds. Left/right is drawn now and kept on the
-    lease. Returns None when nothing is left for this annotator. The lease comes with its
-    comparison, prompt and candidate texts loaded.
-    """
-    now = now or timezone.now()
-    if connection.vendor == "postgresql":
-        return _next_in_one_statement(project, annotator, now)
-    return _next_step_by_step(project, annotator, now)
-
-
-def _comparison_from_row(row) -> Comparison:
-    (cid, project_id, prompt_id, a_id, b_id, priority, votes_wanted, votes, status, origin, round_,
-     prompt_text, messages, a_text, b_text) = row
-    if isinstance(messages, str):
-        messages = json.loads(messages)
-    comparison = Comparison(
-        id=cid, project_id=project_id, prompt_id=prompt_id, candidate_a_id=a_id, candidate_b_id=b_id,
-        priority=priority, votes_wanted=votes_wanted, votes=votes, status=status, origin=origin, round=round_,
-    )
-    comparison.prompt = Prompt(id=prompt_id, project_id=project_id, text=prompt_text, messages=messages)
-    comparison.candidate_a = Candidate(id=a_id, prompt_id=prompt_id, text=a_text)
-    comparison.candidate_b = Candidate(id=b_id, prompt_id=prompt_id, text=b_text)
-    return comparison
-
-
-def _next_in_one_statement(project: Project, annotator, now: datetime) -> Lease | None:
+def _next_on_postgresql(project: Project, annotator, now: datetime) -> Lease | None:
     duration = lease_duration()
     params = {"user": annotator.pk, "project": project.pk, "now": now, "half": now + duration / 2,
               "expires": now + duration, "passed_over": []}
@@ -174,9 +118,46 @@ def _next_in_one_statement(project: Project, annotator, now: datetime) -> Lease 
     return None
 
 
-def _next_step_by_step(project: Project, annotator, now: datetime) -> Lease | None:
-    """The same steps as separate statements, in one transaction (SQLite, and any database
-    without SKIP LOCKED: there the transaction's write lock serialises annotators)."""
+# --- SQLite: step by step ------------------------------------------------------------------
+# The same steps as separate statements in one transaction that holds the database's write lock
+# from BEGIN (`transaction_mode=IMMEDIATE`), which serialises annotators (and on any other
+# database without SKIP LOCKED).
+HELD_SQL = """
+SELECT l.comparison_id, l.shown_left, l.issued_at, l.expires_at
+FROM annotate_lease l JOIN annotate_comparison c ON c.id = l.comparison_id
+WHERE l.annotator_id = %s AND l.expires_at > %s AND c.project_id = %s AND c.status = 'open'
+ORDER BY l.issued_at LIMIT 1"""
+
+CLAIM_SQL = """
+SELECT c.id FROM annotate_comparison c
+WHERE c.project_id = %s AND c.status = 'open'
+  AND NOT EXISTS (SELECT 1 FROM annotate_judgment j WHERE j.comparison_id = c.id AND j.annotator_id = %s)
+  AND NOT EXISTS (SELECT 1 FROM annotate_skip s WHERE s.comparison_id = c.id AND s.annotator_id = %s)
+  AND NOT EXISTS (SELECT 1 FROM annotate_lease l WHERE l.comparison_id = c.id AND l.expires_at > %s AND l.annotator_id <> %s)
+  {passed_over}
+ORDER BY c.priority DESC, c.tiebreak
+LIMIT 1"""
+
+# Takes the lease unless someone else's unexpired lease is there: ON CONFLICT looks at the latest
+# committed row, not at the snapshot the SELECT above ran on.
+LEASE_SQL = """
+INSERT INTO annotate_lease (comparison_id, annotator_id, shown_left, issued_at, expires_at)
+VALUES (%s, %s, %s, %s, %s)
+ON CONFLICT (comparison_id) DO UPDATE SET annotator_id = excluded.annotator_id,
+    shown_left = excluded.shown_left, issued_at = excluded.issued_at, expires_at = excluded.expires_at
+WHERE annotate_lease.expires_at <= %s OR annotate_lease.annotator_id = %s
+RETURNING comparison_id"""
+
+LOAD_SQL = """
+SELECT c.id, c.project_id, c.prompt_id, c.candidate_a_id, c.candidate_b_id, c.priority, c.votes_wanted,
+       c.votes, c.status, c.origin, c.round,
+       p.text, p.messages, a.text, b.text
+FROM annotate_comparison c JOIN annotate_prompt p ON p.id = c.prompt_id
+JOIN annotate_candidate a ON a.id = c.candidate_a_id JOIN annotate_candidate b ON b.id = c.candidate_b_id
+WHERE c.id = %s"""
+
+
+def _next_on_sqlite(project: Project, annotator, now: datetime) -> Lease | None:
     duration = lease_duration()
     user_id = annotator.pk
     with transaction.atomic(), connection.cursor() as cursor:
@@ -221,6 +202,21 @@ def _claim(cursor, project: Project, user_id: int, now: datetime, duration: time
             return row[0], side
         passed_over.append(row[0])
     return None
+
+
+def _comparison_from_row(row) -> Comparison:
+    (cid, project_id, prompt_id, a_id, b_id, priority, votes_wanted, votes, status, origin, round_,
+     prompt_text, messages, a_text, b_text) = row
+    if isinstance(messages, str):
+        messages = json.loads(messages)
+    comparison = Comparison(
+        id=cid, project_id=project_id, prompt_id=prompt_id, candidate_a_id=a_id, candidate_b_id=b_id,
+        priority=priority, votes_wanted=votes_wanted, votes=votes, status=status, origin=origin, round=round_,
+    )
+    comparison.prompt = Prompt(id=prompt_id, project_id=project_id, text=prompt_text, messages=messages)
+    comparison.candidate_a = Candidate(id=a_id, prompt_id=prompt_id, text=a_text)
+    comparison.candidate_b = Candidate(id=b_id, prompt_id=prompt_id, text=b_text)
+    return comparison
 
 
 def release_expired_leases(now=None) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from .actions import MAX_MS_SPENT, MAX_RATIONALE
-from .importers import LABEL_MODES
+from .importing import LABEL_MODES
 from .models import (
     ApiToken,
     Candidate,

@@ -9,7 +9,7 @@ import numpy as np
 from django.core.cache import cache
 from django.db.models import Avg, Count, F, Max, Q
 
-from .importers import IMPORTED_USERNAME
+from .importing import IMPORTED_USERNAME
 from .models import Candidate, Comparison, Judgment, Project, Prompt
 
 AGREEMENT_SAMPLE = 5000

@@ -1,12 +1,75 @@
-"""Periodic housekeeping on the Celery worker (scheduled by beat, see CELERY_BEAT_SCHEDULE)."""
+"""Work for the Celery worker: webhook deliveries queued and retried, and periodic housekeeping.
+
+`emit` is how either side announces an event to webhooks: it records one delivery per subscriber
+and hands it to the worker once the surrounding transaction commits. Signing and the HTTP attempt
+are annotate.webhooks'. Beat's schedule is CELERY_BEAT_SCHEDULE in config/settings.py.
+"""
 
 import time
 from pathlib import Path
 
 from celery import shared_task
 from django.conf import settings
+from django.db import transaction
+from django.db.models import Count, Max, Min
 
 from . import queue
+from .models import Judgment, Project, Webhook, WebhookDelivery
+from .webhooks import EVENT_JUDGMENTS, DeliveryFailed, attempt, event_payload, judgments_payload, subscribers
+
+
+def queue_delivery(webhook: Webhook, event: str, payload: dict) -> WebhookDelivery:
+    """Record a delivery and hand it to a worker once the surrounding transaction commits."""
+    delivery = WebhookDelivery.objects.create(webhook=webhook, event=event, payload=payload)
+    transaction.on_commit(lambda: deliver_webhook.delay(delivery.pk))
+    return delivery
+
+
+def emit(project: Project, event: str, payload: dict) -> list[WebhookDelivery]:
+    """Send `event` to every active webhook of the project that subscribed to it."""
+    return [queue_delivery(h, event, event_payload(project, event, payload)) for h in subscribers(project, event)]
+
+
+@shared_task(name="annotate.tasks.deliver_webhook", bind=True, max_retries=None)
+def deliver_webhook(self, delivery_id: int) -> str:
+    """One attempt; on failure, retried with exponential backoff up to PREFLOOP_WEBHOOK_RETRIES."""
+    delivery = WebhookDelivery.objects.select_related("webhook").filter(pk=delivery_id).first()
+    if delivery is None or delivery.status != WebhookDelivery.Status.PENDING:
+        return "nothing to do"
+    try:
+        attempt(delivery)
+    except DeliveryFailed as exc:
+        if delivery.attempts >= settings.PREFLOOP_WEBHOOK_RETRIES:
+            WebhookDelivery.objects.filter(pk=delivery.pk).update(status=WebhookDelivery.Status.FAILED)
+            return f"failed after {delivery.attempts} attempts: {exc}"
+        delay = settings.PREFLOOP_WEBHOOK_BACKOFF_SECONDS * 2 ** (delivery.attempts - 1)
+        raise self.retry(countdown=delay, exc=exc) from None
+    return "delivered"
+
+
+@shared_task(name="annotate.tasks.check_judgment_webhooks")
+def check_judgment_webhooks() -> int:
+    """For each webhook on `judgments`: once N judgments arrived since its last call, call it.
+    Run by beat every few seconds, so the annotation path itself does no webhook work."""
+    sent = 0
+    for hook in Webhook.objects.filter(active=True).select_related("project"):
+        if EVENT_JUDGMENTS not in (hook.events or []):
+            continue
+        stats = Judgment.objects.filter(project=hook.project, id__gt=hook.last_judgment_id).aggregate(
+            n=Count("id"), first=Min("id"), last=Max("id")
+        )
+        if not stats["n"] or stats["n"] < hook.every_n_judgments:
+            continue
+        with transaction.atomic():
+            moved = Webhook.objects.filter(pk=hook.pk, last_judgment_id=hook.last_judgment_id).update(
+                last_judgment_id=stats["last"]
+            )
+            if not moved:  # another beat took this batch
+                continue
+            queue_delivery(hook, EVENT_JUDGMENTS,
+                           judgments_payload(hook.project, stats["n"], stats["first"], stats["last"]))
+            sent += 1
+    return sent
 
 
 @shared_task(name="annotate.tasks.release_expired_leases")
@@ -27,30 +90,3 @@ def prune_processed_messages(max_age_seconds: int = 24 * 3600) -> int:
             path.unlink(missing_ok=True)
             removed += 1
     return removed
-
-
-@shared_task(name="annotate.tasks.check_judgment_webhooks")
-def check_judgment_webhooks() -> int:
-    from . import webhooks
-
-    return webhooks.check_judgment_thresholds()
-
-
-@shared_task(name="annotate.tasks.deliver_webhook", bind=True, max_retries=None)
-def deliver_webhook(self, delivery_id: int) -> str:
-    """One attempt; on failure, retried with exponential backoff up to PREFLOOP_WEBHOOK_RETRIES."""
-    from .models import WebhookDelivery
-    from .webhooks import DeliveryFailed, attempt
-
-    delivery = WebhookDelivery.objects.select_related("webhook").filter(pk=delivery_id).first()
-    if delivery is None or delivery.status != WebhookDelivery.Status.PENDING:
-        return "nothing to do"
-    try:
-        attempt(delivery)
-    except DeliveryFailed as exc:
-        if delivery.attempts >= settings.PREFLOOP_WEBHOOK_RETRIES:
-            WebhookDelivery.objects.filter(pk=delivery.pk).update(status=WebhookDelivery.Status.FAILED)
-            return f"failed after {delivery.attempts} attempts: {exc}"
-        delay = settings.PREFLOOP_WEBHOOK_BACKOFF_SECONDS * 2 ** (delivery.attempts - 1)
-        raise self.retry(countdown=delay, exc=exc) from None
-    return "delivered"

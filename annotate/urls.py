@@ -1,3 +1,5 @@
+"""Routes of the server-rendered pages: login, projects, the annotation screen, import, members, settings."""
+
 from django.contrib.auth import views as auth_views
 from django.urls import path
 

@@ -26,7 +26,7 @@ from .actions import (
     parse_criteria,
     undoable_judgment,
 )
-from .importers import FORMATS, LABEL_MODES, ImportFailed, import_stream
+from .importing import FORMATS, LABEL_MODES, ImportFailed, import_stream
 from .models import (
     ApiToken,
     Comparison,

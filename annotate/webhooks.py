@@ -1,8 +1,9 @@
-"""Webhooks: signed POSTs to a project's subscribers, delivered by Celery with retries and logged.
+"""Webhooks without a queue: the events, the payloads, the signature, and one delivery attempt.
 
 Signature: `X-Prefloop-Signature: sha256=<hex>` where hex is HMAC-SHA256(secret, f"{timestamp}.{body}")
 and `X-Prefloop-Timestamp` is the Unix time of the attempt; a receiver recomputes it and rejects
-old timestamps to stop replays.
+old timestamps to stop replays. Recording deliveries and handing them to Celery with retries is
+annotate.tasks' work (`emit`, `deliver_webhook`); this module never imports it.
 """
 
 from __future__ import annotations
@@ -14,11 +15,9 @@ import time
 import urllib.error
 import urllib.request
 
-from django.db import transaction
-from django.db.models import Count, Max, Min
 from django.utils import timezone
 
-from .models import Judgment, Project, Webhook, WebhookDelivery
+from .models import Project, Webhook, WebhookDelivery
 
 EVENT_JUDGMENTS = "judgments"
 EVENT_JOB_FINISHED = "job.finished"
@@ -27,7 +26,7 @@ TIMEOUT_SECONDS = 10
 
 
 class DeliveryFailed(Exception):
-    pass
+    """One attempt that did not get a 2xx answer; the worker retries it later."""
 
 
 def sign(secret: str, timestamp: int, body: bytes) -> str:
@@ -35,50 +34,27 @@ def sign(secret: str, timestamp: int, body: bytes) -> str:
     return "sha256=" + mac.hexdigest()
 
 
-def queue_delivery(webhook: Webhook, event: str, payload: dict) -> WebhookDelivery:
-    """Record a delivery and hand it to a worker once the surrounding transaction commits."""
-    from .tasks import deliver_webhook
-
-    delivery = WebhookDelivery.objects.create(webhook=webhook, event=event, payload=payload)
-    transaction.on_commit(lambda: deliver_webhook.delay(delivery.pk))
-    return delivery
+def subscribers(project: Project, event: str) -> list[Webhook]:
+    """The project's active webhooks that subscribed to `event`."""
+    return [h for h in Webhook.objects.filter(project=project, active=True) if event in (h.events or [])]
 
 
-def emit(project: Project, event: str, payload: dict) -> list[WebhookDelivery]:
-    """Send `event` to every active webhook of the project that subscribed to it."""
-    hooks = [h for h in Webhook.objects.filter(project=project, active=True) if event in (h.events or [])]
-    return [queue_delivery(h, event, {"event": event, "project": project.slug, **payload}) for h in hooks]
+def event_payload(project: Project, event: str, payload: dict) -> dict:
+    """The body of an event: its name and project first, then what the caller says."""
+    return {"event": event, "project": project.slug, **payload}
 
 
-def check_judgment_thresholds() -> int:
-    """For each webhook on `judgments`: once N judgments arrived since its last call, call it.
-    Run by beat every few seconds, so the annotation path itself does no webhook work."""
-    sent = 0
-    for hook in Webhook.objects.filter(active=True).select_related("project"):
-        if EVENT_JUDGMENTS not in (hook.events or []):
-            continue
-        stats = Judgment.objects.filter(project=hook.project, id__gt=hook.last_judgment_id).aggregate(
-            n=Count("id"), first=Min("id"), last=Max("id")
-        )
-        if not stats["n"] or stats["n"] < hook.every_n_judgments:
-            continue
-        with transaction.atomic():
-            moved = Webhook.objects.filter(pk=hook.pk, last_judgment_id=hook.last_judgment_id).update(
-                last_judgment_id=stats["last"]
-            )
-            if not moved:  # another beat took this batch
-                continue
-            queue_delivery(hook, EVENT_JUDGMENTS, {
-                "event": EVENT_JUDGMENTS, "project": hook.project.slug, "judgments": stats["n"],
-                "first_judgment_id": stats["first"], "last_judgment_id": stats["last"],
-                "export_url": f"/api/v1/projects/{hook.project.slug}/export/?format=trl-preference",
-            })
-            sent += 1
-    return sent
+def judgments_payload(project: Project, count: int, first_id: int, last_id: int) -> dict:
+    """The body sent once N judgments arrived: how many, which ids, and where to export them."""
+    return event_payload(project, EVENT_JUDGMENTS, {
+        "judgments": count, "first_judgment_id": first_id, "last_judgment_id": last_id,
+        "export_url": f"/api/v1/projects/{project.slug}/export/?format=trl-preference",
+    })
 
 
 def attempt(delivery: WebhookDelivery) -> None:
-    """POST once; raise DeliveryFailed on a network error or a non-2xx answer."""
+    """POST once and log the outcome on the delivery; raise DeliveryFailed on a network error or
+    a non-2xx answer."""
     hook = delivery.webhook
     if not hook.url.startswith(("http://", "https://")):
         raise DeliveryFailed(f"refusing to call {hook.url!r}: only http(s) URLs are delivered")

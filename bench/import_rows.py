@@ -71,7 +71,7 @@ def child(mode: str, path: str) -> None:
     django.setup()
     from django.db import transaction
 
-    from annotate.importers import import_path, imported_annotator, iter_parsed
+    from annotate.importing import import_path, imported_annotator, iter_parsed
     from annotate.models import Candidate, Comparison, Judgment, Project, Prompt, content_hash
 
     project, _ = Project.objects.get_or_create(slug=f"bench-{mode}", defaults={"name": mode})

@@ -86,7 +86,8 @@ from django.utils import timezone  # noqa: E402
 
 from annotate import queue as queue_module  # noqa: E402
 from annotate.actions import JudgmentInput, NotHeld, do_create_project, do_set_member, do_submit_judgment  # noqa: E402
-from annotate.importers import parse_hh  # noqa: E402
+from annotate.db import db_datetime  # noqa: E402
+from annotate.importing import parse_hh  # noqa: E402
 from annotate.models import Comparison, Lease, Project  # noqa: E402
 
 call_command("migrate", verbosity=0)
@@ -152,7 +153,7 @@ def naive_next(project, annotator, now=None):
     """The textbook version: lock the top row and wait for it (plain FOR UPDATE, no SKIP
     LOCKED), then write the lease unconditionally. Same SQL otherwise."""
     now = now or timezone.now()
-    at = queue_module.db_datetime(now)
+    at = db_datetime(now)
     with transaction.atomic(), connection.cursor() as cur:
         cur.execute(queue_module.HELD_SQL, [annotator.pk, at, project.pk])
         held = cur.fetchone()
@@ -163,7 +164,7 @@ def naive_next(project, annotator, now=None):
             if row is None:
                 return None
             cur.execute(NAIVE_LEASE_SQL, [row[0], annotator.pk, "a", at,
-                                          queue_module.db_datetime(now + queue_module.lease_duration())])
+                                          db_datetime(now + queue_module.lease_duration())])
             comparison_id = row[0]
         else:
             comparison_id = held[0]
@@ -320,7 +321,7 @@ def run(project, users, next_name, annotators, seconds, processes, threads, rate
 
 
 def explain(project, user):
-    now = queue_module.db_datetime(timezone.now())
+    now = db_datetime(timezone.now())
     sql = queue_module.CLAIM_SQL.format(passed_over="") + (" FOR UPDATE OF c SKIP LOCKED" if PG else "")
     params = [project.pk, user.pk, user.pk, now, user.pk]
     with transaction.atomic(), connection.cursor() as cur:

@@ -42,7 +42,7 @@ django.setup()
 from django.core.management import call_command  # noqa: E402
 
 call_command("migrate", verbosity=0)
-from annotate.importers import import_path  # noqa: E402
+from annotate.importing import import_path  # noqa: E402
 from annotate.models import Project  # noqa: E402
 from training import jobs  # noqa: E402
 from training.models import Job  # noqa: E402

@@ -1,6 +1,7 @@
 """Prefloop settings. Every value comes from the environment and has a working default
 (SQLite, a filesystem broker, a local media directory): see the table in README.md."""
 
+import json
 import os
 import secrets
 from pathlib import Path
@@ -192,6 +193,10 @@ PREFLOOP_WEBHOOK_BACKOFF_SECONDS = env_int("PREFLOOP_WEBHOOK_BACKOFF_SECONDS", 3
 PREFLOOP_JOB_HEARTBEAT_SECONDS = env_int("PREFLOOP_JOB_HEARTBEAT_SECONDS", 5)
 PREFLOOP_JOB_HEARTBEAT_TIMEOUT = env_int("PREFLOOP_JOB_HEARTBEAT_TIMEOUT", 120)
 PREFLOOP_JOB_REQUEUE_SECONDS = env_int("PREFLOOP_JOB_REQUEUE_SECONDS", 300)
+# Runs of one launch before a job whose worker was lost fails for good (a kind may set its own).
+PREFLOOP_JOB_MAX_ATTEMPTS = env_int("PREFLOOP_JOB_MAX_ATTEMPTS", 2)
+# Per-kind overrides of attempts and time limits, as JSON: {"dpo": {"max_attempts": 3, "time_limit_seconds": 7200}}
+PREFLOOP_JOB_LIMITS = json.loads(env_str("PREFLOOP_JOB_LIMITS", "{}"))
 # Runners know nothing of Django: they read the model cache (SmolLM2 converted from GGUF) from here.
 os.environ.setdefault("PREFLOOP_MODEL_CACHE", str(DATA_DIR / "models"))
 

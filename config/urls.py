@@ -1,3 +1,5 @@
+"""The root URL map: pages, API, admin."""
+
 from django.contrib import admin
 from django.urls import include, path
 

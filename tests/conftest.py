@@ -7,7 +7,7 @@ import pytest
 from django.contrib.auth import get_user_model
 
 from annotate.actions import do_create_project, do_set_member, do_update_project
-from annotate.importers import import_path
+from annotate.importing import import_path
 from annotate.models import Role
 
 REPO = Path(__file__).resolve().parent.parent

@@ -8,7 +8,7 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
-from annotate.importers import import_path
+from annotate.importing import import_path
 from annotate.models import ApiToken, Comparison, Judgment, Prompt
 from annotate.tokens import TokenRateThrottle, create_token
 

@@ -8,7 +8,7 @@ import schemathesis
 from drf_spectacular.generators import SchemaGenerator
 from hypothesis import HealthCheck, settings
 
-from annotate.importers import import_path
+from annotate.importing import import_path
 from annotate.tokens import create_token
 from config.wsgi import application
 

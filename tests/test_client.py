@@ -18,7 +18,7 @@ from prefloop_client import (
     Unauthorized,
 )
 
-from annotate.importers import import_path
+from annotate.importing import import_path
 from annotate.models import Comparison, Judgment
 from annotate.tokens import TokenRateThrottle, create_token, revoke_token
 from training.models import CandidateScore, Job

@@ -5,7 +5,7 @@ import io
 import pytest
 from django.db import IntegrityError, transaction
 
-from annotate.importers import import_stream
+from annotate.importing import import_stream
 from annotate.models import Candidate, Comparison, Judgment, Prompt, content_hash
 
 pytestmark = [pytest.mark.django_db, pytest.mark.both_databases]

@@ -12,7 +12,7 @@ from django.core.management.base import CommandError
 
 from annotate.actions import do_update_project
 from annotate.export import ExportError, ExportOptions, iter_rows, write_export
-from annotate.importers import import_path, import_stream
+from annotate.importing import import_path, import_stream
 from annotate.models import Comparison, Judgment
 
 from .conftest import ALPACA_JUDGMENTS, DEMO_FILE, shared_file

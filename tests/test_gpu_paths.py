@@ -110,7 +110,7 @@ def test_the_launch_command_runs_this_module_once_per_gpu(tmp_path):
     command = launch_command("dpo", tmp_path / "request.json", 4)
     assert command[1:3] == ["-m", "accelerate.commands.launch"]
     assert command[command.index("--num_processes") + 1] == "4" and "--multi_gpu" in command
-    assert command[-4:] == ["-m", "training.runners.distributed", "dpo", str(tmp_path / "request.json")]
+    assert command[-4:] == ["-m", "training.runners.launched", "dpo", str(tmp_path / "request.json")]
     with_file = launch_command("grpo", tmp_path / "r.json", 1, "/etc/accelerate/zero2.yaml")
     assert with_file[with_file.index("--config_file") + 1] == "/etc/accelerate/zero2.yaml"
     assert "--multi_gpu" not in with_file  # the file says how

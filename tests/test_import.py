@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from annotate.importers import IMPORTED_USERNAME, ImportFailed, import_path, import_stream, parse_hh
+from annotate.importing import IMPORTED_USERNAME, ImportFailed, import_path, import_stream, parse_hh
 from annotate.models import Candidate, Comparison, ImportBatch, Judgment, Prompt, content_hash
 
 from .conftest import ALPACA_JUDGMENTS, HH_DEV, shared_file

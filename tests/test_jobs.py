@@ -10,13 +10,15 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from django.conf import settings
 from django.test import Client
+from django.utils import timezone
 
-from annotate.importers import import_path
+from annotate.importing import import_path
 from annotate.models import Candidate
 from training import jobs
 from training.models import CandidateScore, Checkpoint, DatasetSnapshot, Job, JobMetric
@@ -151,7 +153,7 @@ def test_numbers_that_are_not_finite_are_refused_naming_the_field(project, api_f
 def test_a_project_with_too_few_judgments_is_refused(project, users):
     import io
 
-    from annotate.importers import import_stream
+    from annotate.importing import import_stream
 
     import_stream(project, io.BytesIO(b'{"prompt": "p", "response_a": "a", "response_b": "b", "preference": "a"}'))
     response = manager_client(users).post(f"/p/{project.slug}/jobs/", {"kind": "reward_model", **QUICK})
@@ -172,7 +174,7 @@ def test_cancel_stops_a_running_job_at_a_step_boundary(celery_worker_process, ju
     job = training_started(jobs.launch(judged, "reward_model", SLOW))
     response = manager_client(users).post(f"/p/{judged.slug}/jobs/{job.pk}/cancel/")
     assert response.status_code == 302
-    wait_for(job, {Job.Status.CANCELLED, Job.Status.FAILED, Job.Status.SUCCEEDED}, seconds=60,
+    wait_for(job, {Job.Status.CANCELLED, Job.Status.FAILED, Job.Status.SUCCEEDED}, seconds=120,
              log=celery_worker_process.log_path)
     assert job.status == Job.Status.CANCELLED
     assert job.progress < 0.5
@@ -180,10 +182,18 @@ def test_cancel_stops_a_running_job_at_a_step_boundary(celery_worker_process, ju
     assert not jobs.scratch_dir(job).exists()
 
 
-def test_a_worker_killed_mid_training_leaves_a_failed_job_and_no_half_checkpoint(
-        celery_worker_process, judged, settings):
-    job = training_started(jobs.launch(judged, "reward_model", SLOW))
+def start_worker(env: dict, log: Path, name: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "default,cpu,gpu",
+                             "--pool", "solo", "--without-gossip", "--without-mingle", "--loglevel", "INFO",
+                             "--logfile", str(log), "--hostname", f"{name}-{os.getpid()}@%h"],
+                            cwd=REPO, env=env, start_new_session=True)
+
+
+def test_a_worker_killed_mid_training_is_retried_on_another_and_registers_one_checkpoint(
+        celery_worker_process, judged, settings, tmp_path):
+    job = training_started(jobs.launch(judged, "reward_model", {**QUICK, "max_steps": 60}))
     assert job.status == Job.Status.RUNNING
+    first_worker = job.worker
 
     os.killpg(celery_worker_process.pid, signal.SIGKILL)
     celery_worker_process.wait(timeout=10)
@@ -192,12 +202,67 @@ def test_a_worker_killed_mid_training_leaves_a_failed_job_and_no_half_checkpoint
     swept = jobs.sweep()
 
     job.refresh_from_db()
-    assert swept["failed"] == 1
-    assert job.status == Job.Status.FAILED
-    assert "stopped sending heartbeats" in job.error and "No checkpoint was registered" in job.error
-    assert not Checkpoint.objects.exists()
-    assert not jobs.scratch_dir(job).exists()
-    assert not list((Path(settings.MEDIA_ROOT) / "checkpoints").glob(f"*/*job{job.pk}"))
+    assert swept["requeued"] == 1 and swept["failed"] == 0
+    assert job.status == Job.Status.QUEUED and job.attempt == 2 and "worker lost" in job.message
+    assert not jobs.scratch_dir(Job(pk=job.pk, attempt=1)).exists()  # the lost attempt's files are gone
+    assert "attempt 1 lost" in jobs.log_path(job).read_text()
+
+    log = tmp_path / "second-worker.log"
+    env = {**os.environ, "DATABASE_URL": database_url_for_subprocess(), "DATABASE_CONN_MAX_AGE": "0"}
+    second = start_worker(env, log, "second")
+    try:
+        wait_for(job, {Job.Status.SUCCEEDED, Job.Status.FAILED}, seconds=240, log=log)
+    finally:
+        os.killpg(second.pid, signal.SIGTERM)
+        second.wait(timeout=30)
+    assert job.status == Job.Status.SUCCEEDED, job.error
+    assert job.worker != first_worker and job.result["lost_attempts"] == 1
+    assert Checkpoint.objects.filter(job=job).count() == 1 == Checkpoint.objects.count()
+    text = jobs.log_path(job).read_text()
+    assert "attempt 1 on" in text and "attempt 2 on" in text  # the lost attempt's log is kept
+
+
+def _running(project, **fields) -> Job:
+    now = timezone.now()
+    values = {"status": Job.Status.RUNNING, "worker": "gone:1", "started_at": now, "heartbeat_at": now,
+              "config": jobs.parse_config("reward_model", QUICK).to_dict(), **fields}
+    return Job.objects.create(project=project, kind="reward_model", **values)
+
+
+def test_a_lost_job_fails_for_good_once_its_attempts_run_out(project, settings):
+    settings.PREFLOOP_JOB_LIMITS = {"reward_model": {"max_attempts": 1}}
+    job = _running(project, heartbeat_at=timezone.now() - timedelta(hours=1))
+    swept = jobs.sweep()  # in the test's transaction: what it defers to the commit never runs
+    job.refresh_from_db()
+    assert swept["failed"] == 1 and swept["requeued"] == 0
+    assert job.status == Job.Status.FAILED and "stopped sending heartbeats" in job.error
+    assert "ran 1 time(s) (1 allowed)" in job.error
+
+
+def test_a_job_that_beats_but_never_ends_is_stopped_at_its_time_limit(project, settings):
+    settings.PREFLOOP_JOB_LIMITS = {"reward_model": {"time_limit_seconds": 60}}
+    stuck = _running(project, started_at=timezone.now() - timedelta(minutes=5))
+    fresh = _running(project)
+    swept = jobs.sweep()  # in the test's transaction: what it defers to the commit never runs
+    stuck.refresh_from_db()
+    fresh.refresh_from_db()
+    assert swept["timed_out"] == 1
+    assert stuck.status == Job.Status.FAILED and "time limit of 60 s" in stuck.error
+    assert fresh.status == Job.Status.RUNNING
+
+
+def test_a_run_of_an_earlier_attempt_writes_nothing_into_the_new_one(project):
+    old_run = _running(project, attempt=1)
+    Job.objects.filter(pk=old_run.pk).update(attempt=2)  # the sweeper gave the job to another worker
+    reporter = jobs.JobReporter(old_run)
+    try:
+        reporter.progress(1.0, "done by the old run")
+        assert reporter.should_stop()
+    finally:
+        reporter.close()
+    assert jobs.finish(old_run, Job.Status.SUCCEEDED) == "lost"
+    current = Job.objects.get(pk=old_run.pk)
+    assert current.status == Job.Status.RUNNING and current.message != "done by the old run"
 
 
 def free_port() -> int:
@@ -244,10 +309,7 @@ def test_a_broker_restart_loses_no_queued_job(transactional_db, judged, tmp_path
         time.sleep(1.5)
 
         log = tmp_path / "worker.log"
-        worker = subprocess.Popen([sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "default,cpu,gpu",
-                                   "--pool", "solo", "--without-gossip", "--without-mingle", "--loglevel", "INFO",
-                                   "--logfile", str(log), "--hostname", f"restart-{os.getpid()}@%h"],
-                                  cwd=REPO, env=env, start_new_session=True)
+        worker = start_worker(env, log, "restart")
         wait_for(job, {Job.Status.SUCCEEDED, Job.Status.FAILED}, seconds=180, log=log)
         assert job.status == Job.Status.SUCCEEDED, job.error
         assert Checkpoint.objects.filter(job=job).exists()

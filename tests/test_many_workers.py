@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from annotate.importers import import_path
+from annotate.importing import import_path
 from training import jobs
 from training.models import Checkpoint, Job, JobMetric
 

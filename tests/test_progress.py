@@ -68,7 +68,7 @@ def test_import_shows_plain_lines_off_a_terminal_and_a_bar_on_one(project, trans
 
 
 def test_export_progress_counts_judgments(project, transactional_db, tmp_path):
-    from annotate.importers import import_path
+    from annotate.importing import import_path
 
     import_path(project, shared_file(ALPACA))
     code, stdout, stderr = manage("export_data", "--project", project.slug, "--format", "trl-preference",
@@ -85,7 +85,7 @@ def test_export_progress_counts_judgments(project, transactional_db, tmp_path):
 
 @pytest.mark.ml
 def test_run_job_wait_reports_to_its_end(project, transactional_db):
-    from annotate.importers import import_path
+    from annotate.importing import import_path
 
     import_path(project, shared_file(ALPACA), labels="ignore")
     checkpoint = tiny_reward_checkpoint(project)

@@ -22,7 +22,7 @@ from annotate.actions import (
     do_submit_judgment,
     do_undo_last_judgment,
 )
-from annotate.importers import import_stream
+from annotate.importing import import_stream
 from annotate.models import Comparison, Judgment, Lease, Skip
 from annotate.queue import next_comparison_for
 

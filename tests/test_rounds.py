@@ -10,11 +10,11 @@ import pytest
 from django.test import Client
 
 from annotate.actions import JudgmentInput, do_submit_judgment
-from annotate.importers import import_path
+from annotate.importing import import_path
 from annotate.models import Candidate, Comparison
 from annotate.queue import next_comparison_for
 from training import jobs
-from training.kinds import base_policy
+from training.kinds.common import base_policy
 from training.models import Checkpoint, GeneratedCandidate, Job, RoundPair
 from training.stats import round_win_rates
 
@@ -169,7 +169,7 @@ def test_win_rates_read_the_new_side_per_comparison(project, users):
     X both times, so the new policy won round 1 and lost round 2."""
     import io
 
-    from annotate.importers import import_stream
+    from annotate.importing import import_stream
     from annotate.models import Judgment
 
     rows = [{"prompt": "Name a prime.", "response_a": "Seven.", "response_b": b} for b in ("Nine.", "Eight.")]
@@ -223,7 +223,7 @@ def test_policy_jobs_refuse_bad_configs_before_queueing(demo, kind, config, fiel
 def test_dpo_on_a_project_without_judgments_is_refused(project):
     import io
 
-    from annotate.importers import import_stream
+    from annotate.importing import import_stream
 
     import_stream(project, io.BytesIO(b'{"prompt": "p", "response_a": "a", "response_b": "b"}'))
     with pytest.raises(jobs.LaunchRefused, match="0 judged comparisons"):

@@ -10,7 +10,7 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from annotate.importers import import_path, import_stream
+from annotate.importing import import_path, import_stream
 from annotate.models import Comparison, ImportBatch, Judgment, Lease
 
 from .conftest import ALPACA_JUDGMENTS, shared_file

@@ -1,3 +1,5 @@
+"""Django admin for jobs, metrics, snapshots, checkpoints, scores and round records."""
+
 from django.contrib import admin
 
 from .models import CandidateScore, Checkpoint, DatasetSnapshot, GeneratedCandidate, Job, JobMetric, RoundPair

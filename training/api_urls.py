@@ -1,3 +1,5 @@
+"""URLs of the jobs API under /api/v1/."""
+
 from django.urls import path
 
 import annotate.api_urls  # noqa: F401 -- registers the "id" path converter these routes use

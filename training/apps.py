@@ -1,3 +1,6 @@
+"""The training app: jobs, checkpoints and runners. At start it registers every job kind, connects
+what listens to a job's end, and adds the rounds panel to the project page."""
+
 from django.apps import AppConfig
 
 
@@ -8,6 +11,9 @@ class TrainingConfig(AppConfig):
     def ready(self):
         from annotate.panels import register
 
+        from . import kinds, listeners
         from .panels import rounds_panel
 
+        kinds.register_all()
+        listeners.connect()
         register(rounds_panel)

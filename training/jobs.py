@@ -1,9 +1,12 @@
-"""The job system: launch, claim, heartbeat, finish, cancel, retry, sweep.
+"""The job core: launch, claim, heartbeat, finish, cancel, retry, sweep, time limits.
 
 Every kind of job goes through `launch` (config validated before anything is queued), a Celery
-task that claims the row with a conditional update and calls `execute`, and `finish`, which
-records the outcome and registers a checkpoint in one transaction, only if the row is still the
-worker's. The database row decides; the broker only carries the wake-up call.
+task that claims the row with a conditional update and calls the kind's `execute`, and `finish`,
+which records the outcome and registers a checkpoint in one transaction, only if the row is still
+this attempt's. The database row decides; the broker only carries the wake-up call.
+
+The core knows no kind, pipeline or webhook: kinds are looked up in `training.registry`, workers
+are woken by the task's name, and a job's end is announced through `training.events`.
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ import socket
 import threading
 import time
 import traceback
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
@@ -24,31 +26,14 @@ from django.db import close_old_connections, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from annotate.models import Judgment, Project
+from annotate.models import Project
 
+from .events import announce_later
 from .models import TERMINAL, Job, JobMetric
+from .registry import KindSpec, LaunchRefused, Outcome, all_kinds, spec_for
 from .runners.base import Cancelled, ConfigError, Reporter, RunConfig, RunFailed
 
 log = logging.getLogger(__name__)
-
-
-class LaunchRefused(Exception):
-    """A job that must not be queued; the message says why and what to change."""
-
-    def __init__(self, message: str, field: str | None = None):
-        super().__init__(message)
-        self.message = message
-        self.field = field
-
-
-@dataclass
-class Outcome:
-    """What `execute` hands back: final metrics and, for a job that trained a model, the
-    checkpoint to register (files already complete in `checkpoint_dir`)."""
-
-    metrics: dict
-    checkpoint: dict | None = None  # kind, name, base_model, parent_id, reward_model_id, snapshot_ids, config
-    checkpoint_dir: Path | None = None
 
 
 def media() -> Path:
@@ -73,16 +58,19 @@ def log_path(job: Job) -> Path:
 # --- launching ---------------------------------------------------------------------------------
 
 
-def kinds():
-    from .kinds import KINDS
+def kinds() -> dict[str, KindSpec]:
+    return all_kinds()
 
-    return KINDS
+
+def spec_of(kind: str) -> KindSpec:
+    spec = spec_for(kind)
+    if spec is None:
+        raise LaunchRefused(f"Unknown job kind {kind!r}. Known kinds: {', '.join(all_kinds())}.", "kind")
+    return spec
 
 
 def parse_config(kind: str, data: dict | None) -> RunConfig:
-    spec = kinds().get(kind)
-    if spec is None:
-        raise LaunchRefused(f"Unknown job kind {kind!r}. Known kinds: {', '.join(kinds())}.", "kind")
+    spec = spec_of(kind)
     try:
         return spec.config.from_dict(data)
     except ConfigError as exc:
@@ -103,7 +91,7 @@ def launch(project: Project, kind: str, config: dict | None = None, *, user=None
     """Validate and queue a job. Raises LaunchRefused before anything is written."""
     parsed = parse_config(kind, config)
     check_model_paths(parsed)
-    spec = kinds()[kind]
+    spec = spec_of(kind)
     spec.check(project, parsed)
     now = timezone.now()
     with transaction.atomic():
@@ -113,28 +101,32 @@ def launch(project: Project, kind: str, config: dict | None = None, *, user=None
         if spec.pipeline:  # no worker runs it: it starts its steps
             Job.objects.filter(pk=job.pk).update(status=Job.Status.RUNNING, started_at=now, message="starting")
             job.status, job.started_at = Job.Status.RUNNING, now
-            transaction.on_commit(lambda: _start_pipeline(job.pk))
+            transaction.on_commit(lambda: start_pipeline(job.pk))
         else:
             transaction.on_commit(lambda: send(job))
     return job
 
 
-def _advance_pipeline(job_id: int) -> None:
-    from .pipeline import advance
+def advance_pipeline(job_id: int) -> None:
+    """Let a pipeline look at its steps: launch the next one, or close it."""
+    kind = Job.objects.filter(pk=job_id).values_list("kind", flat=True).first()
+    spec = spec_for(kind) if kind else None
+    if spec is not None and spec.pipeline:
+        spec.advance(job_id)
 
-    advance(job_id)
+
+def start_pipeline(job_id: int) -> None:
+    job = Job.objects.select_related("project").get(pk=job_id)
+    spec_of(job.kind).start(job)
 
 
-def _start_pipeline(job_id: int) -> None:
-    from .pipeline import start
-
-    start(Job.objects.select_related("project").get(pk=job_id))
+RUN_TASK = "training.run_job"  # the Celery task (training.tasks) that calls run(); sent by name
 
 
 def send(job: Job) -> None:
-    from .tasks import run_job
+    from config.celery import app
 
-    run_job.apply_async(args=[job.pk], queue=job.queue)
+    app.send_task(RUN_TASK, args=[job.pk], queue=job.queue)
 
 
 # --- running -----------------------------------------------------------------------------------
@@ -142,6 +134,12 @@ def send(job: Job) -> None:
 
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def mine(job: Job):
+    """The job's row while it is still this run's: running, on this worker, this attempt. Every
+    write of a run goes through it, so a run the sweeper gave up on writes nothing more."""
+    return Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING, worker=job.worker, attempt=job.attempt)
 
 
 def claim(job_id: int) -> Job | None:
@@ -171,7 +169,7 @@ class JobReporter(Reporter):
         if now - self.last_progress < 1.0 and fraction < 1.0:
             return
         self.last_progress = now
-        Job.objects.filter(pk=self.job.pk, status=Job.Status.RUNNING, worker=self.job.worker).update(
+        mine(self.job).update(
             progress=max(0.0, min(1.0, fraction)), message=message[:300], heartbeat_at=timezone.now())
         self.flush()
 
@@ -195,8 +193,7 @@ class JobReporter(Reporter):
         now = time.monotonic()
         if not self.stop and now - self.last_check > 2.0:
             self.last_check = now
-            self.stop = not Job.objects.filter(pk=self.job.pk, status=Job.Status.RUNNING, worker=self.job.worker,
-                                               cancel_requested=False).exists()
+            self.stop = not mine(self.job).filter(cancel_requested=False).exists()
         return self.stop
 
     def close(self) -> None:
@@ -217,8 +214,7 @@ class Heartbeat:
         try:
             while not self.done.wait(self.every):
                 try:
-                    Job.objects.filter(pk=self.job.pk, status=Job.Status.RUNNING, worker=self.job.worker).update(
-                        heartbeat_at=timezone.now())
+                    mine(self.job).update(heartbeat_at=timezone.now())
                 except Exception:  # a dropped connection or a locked database: beat again next time
                     log.warning("job %s: heartbeat failed", self.job.pk, exc_info=True)
                     connection.close()
@@ -241,7 +237,7 @@ def run(job_id: int) -> str:
     job = claim(job_id)
     if job is None:
         return "not claimed"
-    spec = kinds()[job.kind]
+    spec = spec_of(job.kind)
     reporter = JobReporter(job)
     reporter.log(f"attempt {job.attempt} on {job.worker}: {job.kind} {job.config}")
     outcome, status, error = None, Job.Status.SUCCEEDED, ""
@@ -278,6 +274,11 @@ def finish(job: Job, status: str, *, error: str = "", outcome: Outcome | None = 
         raise
 
 
+def _with_lost_attempts(job: Job, metrics: dict) -> dict:
+    lost = (job.result or {}).get("lost_attempts")
+    return {**metrics, "lost_attempts": lost} if lost else metrics
+
+
 def final_dir_for(job: Job, kind: str) -> Path:
     return media() / "checkpoints" / job.project.slug / f"{kind}-job{job.pk}"
 
@@ -286,9 +287,10 @@ def _finish(job: Job, status: str, error: str, outcome: Outcome | None) -> str:
     from .models import Checkpoint
 
     with transaction.atomic():
-        updated = Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING, worker=job.worker).update(
+        updated = mine(job).update(
             status=status, finished_at=timezone.now(), error=error[:5000],
-            progress=1.0 if status == Job.Status.SUCCEEDED else F("progress"), message=status, result=outcome.metrics if outcome else {},
+            progress=1.0 if status == Job.Status.SUCCEEDED else F("progress"), message=status,
+            result=_with_lost_attempts(job, outcome.metrics if outcome else {}),
         )
         if not updated:
             if outcome and outcome.checkpoint_dir:
@@ -311,24 +313,6 @@ def _finish(job: Job, status: str, error: str, outcome: Outcome | None) -> str:
     return status
 
 
-def announce_later(job_id: int) -> None:
-    """Once committed: webhooks hear that the job ended, and its pipeline moves on. A fault there
-    is logged, never raised into the code that committed (the sweeper moves a pipeline on later)."""
-    transaction.on_commit(lambda: _announce(job_id), robust=True)
-
-
-def _announce(job_id: int) -> None:
-    from annotate.webhooks import EVENT_JOB_FINISHED, emit
-
-    job = Job.objects.select_related("project").get(pk=job_id)
-    checkpoint = getattr(job, "checkpoint", None)
-    emit(job.project, EVENT_JOB_FINISHED, {"job": job.pk, "kind": job.kind, "status": job.status,
-                                           "metrics": job.result, "error": job.error,
-                                           "checkpoint": checkpoint.pk if checkpoint else None})
-    if job.parent_id:
-        _advance_pipeline(job.parent_id)
-
-
 # --- control -----------------------------------------------------------------------------------
 
 
@@ -344,15 +328,15 @@ def cancel(job: Job) -> Job:
                                                                             message="cancelling")
         for step in Job.objects.filter(parent=job).exclude(status__in=TERMINAL):
             cancel(step)
-        if kinds()[job.kind].pipeline:  # between steps no step will finish to close it: look now
-            transaction.on_commit(lambda: _advance_pipeline(job.pk), robust=True)
+        if spec_of(job.kind).pipeline:  # between steps no step will finish to close it: look now
+            transaction.on_commit(lambda: advance_pipeline(job.pk), robust=True)
     job.refresh_from_db()
     return job
 
 
 def retry(job: Job) -> Job:
     """Queue a failed or cancelled job again, as a new attempt with the same config."""
-    pipeline = kinds()[job.kind].pipeline
+    pipeline = spec_of(job.kind).pipeline
     now = timezone.now()
     with transaction.atomic():
         updated = Job.objects.filter(pk=job.pk, status__in=[Job.Status.FAILED, Job.Status.CANCELLED]).update(
@@ -362,36 +346,91 @@ def retry(job: Job) -> Job:
         if not updated:
             raise LaunchRefused(f"Only a failed or cancelled job can be retried; this one is {job.status}.")
         JobMetric.objects.filter(job=job).delete()
-        transaction.on_commit(lambda: _start_pipeline(job.pk) if pipeline else send(job))
+        transaction.on_commit(lambda: start_pipeline(job.pk) if pipeline else send(job))
     job.refresh_from_db()
     return job
 
 
+def limits(spec: KindSpec) -> tuple[int, int]:
+    """(max_attempts, time_limit_seconds) of a kind: the kind's own, unless settings override it
+    (PREFLOOP_JOB_LIMITS, e.g. {"dpo": {"max_attempts": 3, "time_limit_seconds": 7200}})."""
+    override = settings.PREFLOOP_JOB_LIMITS.get(spec.name, {})
+    return (int(override.get("max_attempts", spec.max_attempts or settings.PREFLOOP_JOB_MAX_ATTEMPTS)),
+            int(override.get("time_limit_seconds", spec.time_limit_seconds)))
+
+
+def _lost(job: Job, now, reason: str) -> str:
+    """A run whose worker is gone: queue it again for another worker while attempts are left
+    (the log keeps the lost attempt's lines), else fail it for good. Returns what was done."""
+    spec = spec_of(job.kind)
+    max_attempts, _ = limits(spec)
+    lost = int((job.result or {}).get("lost_attempts", 0)) + 1
+    fenced = Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING, attempt=job.attempt,
+                                heartbeat_at=job.heartbeat_at)
+    if lost < max_attempts:
+        with transaction.atomic():
+            if not fenced.update(status=Job.Status.QUEUED, attempt=job.attempt + 1, worker="", started_at=None,
+                                 heartbeat_at=None, progress=0.0, enqueued_at=now, result={"lost_attempts": lost},
+                                 message=f"worker lost; queued again (run {lost + 1} of {max_attempts})"):
+                return ""
+            JobMetric.objects.filter(job=job).delete()
+            transaction.on_commit(lambda: send(job))
+        _log_line(job, f"attempt {job.attempt} lost: {reason} Queued again as attempt {job.attempt + 1}.")
+        shutil.rmtree(scratch_dir(job), ignore_errors=True)
+        return "requeued"
+    error = (f"{reason} No checkpoint was registered. It ran {lost} time(s) ({max_attempts} allowed); "
+             "retry the job to run it again.")
+    with transaction.atomic():
+        if not fenced.update(status=Job.Status.FAILED, error=error, finished_at=now, message="worker lost"):
+            return ""
+        announce_later(job.pk)
+    _log_line(job, f"attempt {job.attempt} lost: {reason} No attempts left.")
+    shutil.rmtree(scratch_dir(job), ignore_errors=True)
+    return "failed"
+
+
+def _log_line(job: Job, line: str) -> None:
+    with open(log_path(job), "a", encoding="utf-8") as out:
+        out.write(f"{timezone.now():%H:%M:%S} {line}\n")
+
+
 def sweep(now=None) -> dict:
-    """Fail running jobs whose worker stopped beating; send again queued jobs whose message may be
-    lost (a broker restarted without persistence, say), waiting longer after each resend."""
+    """Look after jobs whose worker is gone or stuck, and queued jobs whose message is lost:
+    - a running job whose heartbeat went stale is queued again for another worker while attempts
+      are left (`limits`), then failed for good;
+    - a running job past its kind's time limit (it beats but never ends) is failed;
+    - a pipeline whose step's end went unheard is moved on;
+    - a queued job waiting too long on an idle queue is sent again (the broker may have lost it)."""
     now = now or timezone.now()
     timeout = timedelta(seconds=settings.PREFLOOP_JOB_HEARTBEAT_TIMEOUT)
-    failed = 0
+    counts = {"failed": 0, "requeued": 0, "timed_out": 0, "resent": 0}
     for job in Job.objects.filter(status=Job.Status.RUNNING, heartbeat_at__lt=now - timeout):
-        reason = (f"The worker {job.worker or '?'} stopped sending heartbeats (last at "
-                  f"{job.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC): it died or was killed mid-run. No checkpoint was "
-                  "registered. Retry the job to run it again.")
-        if Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING, heartbeat_at=job.heartbeat_at).update(
-                status=Job.Status.FAILED, error=reason, finished_at=now, message="worker lost"):
-            failed += 1
-            shutil.rmtree(scratch_dir(job), ignore_errors=True)
-            announce_later(job.pk)
+        done = _lost(job, now, f"The worker {job.worker or '?'} stopped sending heartbeats (last at "
+                               f"{job.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC): it died or was killed mid-run.")
+        if done:
+            counts[done] += 1
+    for job in Job.objects.filter(status=Job.Status.RUNNING, started_at__isnull=False, heartbeat_at__isnull=False):
+        spec = spec_for(job.kind)
+        if spec is None or spec.pipeline:
+            continue
+        _, limit = limits(spec)
+        if (now - job.started_at).total_seconds() <= limit:
+            continue
+        error = (f"The job ran past its time limit of {limit} s (started {job.started_at:%Y-%m-%d %H:%M:%S} UTC) "
+                 "and was stopped. Raise the limit (PREFLOOP_JOB_LIMITS) or make the run smaller.")
+        with transaction.atomic():
+            if mine(job).update(status=Job.Status.FAILED, error=error, finished_at=now, message="time limit"):
+                counts["timed_out"] += 1
+                announce_later(job.pk)
     # A pipeline moves on when a step's end is announced; if that was lost (the worker died right
     # after its commit), move it on here. advance() does nothing while a step is unfinished.
     pipelines = [name for name, spec in kinds().items() if spec.pipeline]
     for pipeline_id in Job.objects.filter(status=Job.Status.RUNNING, kind__in=pipelines,
                                           started_at__lt=now - timeout).values_list("pk", flat=True):
         try:
-            _advance_pipeline(pipeline_id)
+            advance_pipeline(pipeline_id)
         except Exception:
             log.exception("pipeline %s: could not move on", pipeline_id)
-    resent = 0
     base = settings.PREFLOOP_JOB_REQUEUE_SECONDS
     fresh = now - timeout
     busy = set(Job.objects.filter(status=Job.Status.RUNNING, heartbeat_at__gte=fresh).values_list("queue", flat=True))
@@ -400,9 +439,5 @@ def sweep(now=None) -> dict:
         if waited >= base and job.queue not in busy:  # a busy queue is slow, not lost
             Job.objects.filter(pk=job.pk, status=Job.Status.QUEUED).update(enqueued_at=now)
             send(job)
-            resent += 1
-    return {"failed": failed, "resent": resent}
-
-
-def judged_comparisons(project: Project) -> int:
-    return Judgment.objects.filter(project=project).values("comparison_id").distinct().count()
+            counts["resent"] += 1
+    return counts

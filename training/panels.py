@@ -1,3 +1,5 @@
+"""The training side's panel on the project page: rounds, their win rates, the Next round button."""
+
 from django.db.models import Count, Q
 from django.template.loader import render_to_string
 

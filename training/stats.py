@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 
-from annotate.importers import IMPORTED_USERNAME
+from annotate.importing import IMPORTED_USERNAME
 from annotate.models import Judgment, Project
 
 

@@ -1,4 +1,5 @@
-"""Celery tasks: thin wrappers around the job system."""
+"""Celery tasks of the job system: run one job, sweep for lost ones. Thin wrappers around
+`training.jobs`; the core sends `training.run_job` by name, so it never imports this module."""
 
 from celery import shared_task
 from celery.signals import worker_ready
@@ -6,7 +7,7 @@ from celery.signals import worker_ready
 from . import jobs
 
 
-@shared_task(name="training.run_job", acks_late=True, ignore_result=True)
+@shared_task(name=jobs.RUN_TASK, acks_late=True, ignore_result=True)
 def run_job(job_id: int) -> str:
     return jobs.run(job_id)
 

@@ -1,3 +1,5 @@
+"""URLs of the job, model and round pages."""
+
 from django.urls import path
 
 from . import views

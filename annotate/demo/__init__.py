@@ -10,7 +10,7 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 
 from annotate.actions import do_set_member, do_update_project
-from annotate.importers import import_path
+from annotate.importing import import_path
 from annotate.models import Project, Role
 
 DEMO_FILE = Path(__file__).with_name("hh-rlhf-harmless-sample.jsonl.gz")

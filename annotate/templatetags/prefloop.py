@@ -1,3 +1,5 @@
+"""Template filters and tags of the annotation pages: Markdown rendering and rubric form values."""
+
 from django import template
 
 from ..markdown import render_markdown

@@ -2,11 +2,11 @@
 above 1, or an `accelerate_config` file for DeepSpeed / FSDP / mixed settings) re-launches itself
 through `accelerate launch`, one process per GPU, and the worker's process follows it.
 
-The launched processes run the same runner function (the environment variable LAUNCHED marks
-them, so they train instead of launching again); the main one (rank 0) prints progress, metrics
-and log lines as `@prefloop {json}` lines, which the worker's process hands to its Reporter, and
-writes the checkpoint and `result.json`. Cancelling stops the launched processes (SIGTERM to their
-process group). Launched as `python -m training.runners.distributed KIND REQUEST.json`.
+The launched processes run the same runner function (training/runners/launched.py; the
+environment variable LAUNCHED marks them, so they train instead of launching again); the main one
+(rank 0) prints progress, metrics and log lines as `@prefloop {json}` lines, which the worker's
+process hands to its Reporter, and writes the checkpoint and `result.json`. Cancelling stops the
+launched processes (SIGTERM to their process group).
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def launch_command(kind: str, request: Path, num_processes: int, accelerate_conf
     command += ["--num_processes", str(num_processes)]
     if num_processes > 1 and not accelerate_config:
         command += ["--multi_gpu"]
-    return command + ["-m", "training.runners.distributed", kind, str(request)]
+    return command + ["-m", "training.runners.launched", kind, str(request)]
 
 
 def check_worker(num_processes: int, accelerate_config: str) -> None:
@@ -71,10 +71,9 @@ def check_worker(num_processes: int, accelerate_config: str) -> None:
                             "Lower num_processes, or send the job to a worker with more GPUs (queue gpu).")
 
 
-def run_launched(kind: str, inputs: dict, output_dir: Path, config, reporter: Reporter | None = None):
-    """Run `kind` (dpo or grpo) under `accelerate launch` and return the runner's PolicyResult."""
-    from .dpo import PolicyResult
-
+def run_launched(kind: str, inputs: dict, output_dir: Path, config, reporter: Reporter | None = None) -> dict:
+    """Run `kind` (dpo or grpo) under `accelerate launch`; returns the run's metrics (the
+    checkpoint is then complete in `output_dir`)."""
     reporter = reporter or Reporter()
     check_worker(config.num_processes, config.accelerate_config)
     output_dir = Path(output_dir)
@@ -118,7 +117,7 @@ def run_launched(kind: str, inputs: dict, output_dir: Path, config, reporter: Re
         raise RunFailed(f"accelerate launch exited with status {process.returncode}: " + " | ".join(tail[-8:]))
     metrics = json.loads(result_path.read_text())["metrics"]
     shutil.rmtree(folder, ignore_errors=True)
-    return PolicyResult(output_dir, metrics)
+    return metrics
 
 
 def _forward(line: str, reporter: Reporter, tail: list[str]) -> None:
@@ -161,35 +160,3 @@ class PipeReporter(Reporter):
 
     def log(self, line: str) -> None:
         self._emit({"log": line})
-
-
-def main(argv: list[str]) -> None:
-    kind, request_path = argv
-    request = json.loads(Path(request_path).read_text())
-    reporter = PipeReporter() if is_main_process() else Reporter()
-    output_dir = Path(request["output_dir"])
-    if kind == "dpo":
-        from .dpo import DPOConfig, train_dpo
-
-        config = _config(DPOConfig, request["config"])
-        result = train_dpo(Path(request["inputs"]["snapshot"]), output_dir, config, reporter=reporter)
-    elif kind == "grpo":
-        from .grpo import GRPOConfig, train_grpo
-
-        config = _config(GRPOConfig, request["config"])
-        result = train_grpo(Path(request["inputs"]["prompts"]), output_dir, config, reporter=reporter,
-                            reward_model_dir=request["inputs"].get("reward_model_dir"))
-    else:
-        raise SystemExit(f"unknown kind {kind!r}: dpo or grpo")
-    if is_main_process():
-        Path(request["result"]).write_text(json.dumps({"metrics": result.metrics}))
-
-
-def _config(cls, values: dict):
-    """The runner's own config from a job config (which adds fields such as `parent`)."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    return cls.from_dict({k: v for k, v in values.items() if k in names})
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])

@@ -114,7 +114,8 @@ def train_dpo(snapshot: Path, output_dir: Path, config: DPOConfig, *, reporter: 
 
     reporter = reporter or Reporter()
     if wants_launch(config):  # several GPUs: the same function, in processes `accelerate launch` starts
-        return run_launched("dpo", {"snapshot": str(snapshot)}, output_dir, config, reporter)
+        metrics = run_launched("dpo", {"snapshot": str(snapshot)}, output_dir, config, reporter)
+        return PolicyResult(Path(output_dir), metrics)
     started = time.perf_counter()
     output_dir = Path(output_dir)
     threads = set_threads(config.threads)

@@ -164,7 +164,8 @@ def train_grpo(prompts_path: Path, output_dir: Path, config: GRPOConfig, *, rewa
 
     reporter = reporter or Reporter()
     if wants_launch(config):  # several GPUs: the same function, in processes `accelerate launch` starts
-        return run_launched("grpo", {"prompts": str(prompts_path), "reward_model_dir": reward_model_dir}, output_dir, config, reporter)
+        metrics = run_launched("grpo", {"prompts": str(prompts_path), "reward_model_dir": reward_model_dir}, output_dir, config, reporter)
+        return PolicyResult(Path(output_dir), metrics)
     started = time.perf_counter()
     output_dir = Path(output_dir)
     threads = set_threads(config.threads)

@@ -1,3 +1,5 @@
+"""`manage.py add_member`: give a user a role in a project, creating the account if asked."""
+
 from django.core.management.base import BaseCommand, CommandError
 
 from annotate.actions import ActionError, do_set_member

@@ -1,4 +1,5 @@
-"""export_data: write a project's judgments as a dataset file, with progress."""
+"""`manage.py export_data`: write a project's judgments as a dataset file (annotate.export's formats),
+with progress on stderr (a bar on a terminal, plain lines otherwise)."""
 
 import json
 import shutil

@@ -1,4 +1,5 @@
-"""import_data: load a file of prompts, responses, comparisons and labels into a project, with progress."""
+"""`manage.py import_data`: import a file into a project (annotate.importing), creating the project if
+asked; progress on stderr (a bar on a terminal, plain lines otherwise)."""
 
 import json
 import os
@@ -6,7 +7,7 @@ import os
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from annotate.importers import FORMATS, LABEL_MODES, ImportFailed, import_stream
+from annotate.importing import FORMATS, LABEL_MODES, ImportFailed, import_stream
 from annotate.models import Project
 from annotate.progress import CommandProgress, ReadProgress
 

@@ -1,3 +1,5 @@
+"""`manage.py load_demo`: the first-run admin account and the HH-RLHF demo project."""
+
 from django.core.management.base import BaseCommand
 
 from annotate.demo import ensure_admin, load_demo

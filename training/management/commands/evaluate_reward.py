@@ -1,8 +1,10 @@
+"""`evaluate_reward CHECKPOINT FILE`: a reward model's accuracy on a labelled file against its baselines."""
+
 import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from annotate.importers import ImportFailed, iter_parsed
+from annotate.importing import ImportFailed, iter_parsed
 from training.models import Checkpoint
 from training.runners.base import set_threads
 

@@ -1,4 +1,5 @@
-"""run_job: launch a job from the command line, optionally following it to its end with progress."""
+"""`run_job KIND --project SLUG`: launch a job from the command line, optionally wait (with progress) and
+print its metrics."""
 
 import json
 import sys
