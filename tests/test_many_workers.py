@@ -104,7 +104,7 @@ def test_a_burst_of_jobs_runs_each_once_on_both_workers(two_workers, project):
 def test_a_worker_killed_mid_job_hands_its_job_to_the_other(two_workers, project, tmp_path, settings):
     import_path(project, shared_file(ALPACA_JUDGMENTS / "gpt4_1106_preview_vs_text_davinci_003.jsonl"))
     backbone = tiny_bert(tmp_path / "tiny-backbone")
-    job = jobs.launch(project, "reward_model", {"base_model": str(backbone), "max_steps": 1500, "batch_size": 8,
+    job = jobs.launch(project, "reward_model", {"base_model": str(backbone), "max_steps": 600, "batch_size": 8,
                                                 "max_length": 64, "learning_rate": 1e-4, "min_pairs": 10})
     deadline = time.time() + 120
     while not (job.status == Job.Status.RUNNING and JobMetric.objects.filter(job=job).exists()):
