@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import secrets
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.http import FileResponse
 from django.shortcuts import get_object_or_404
 from django_filters import rest_framework as filters
@@ -15,6 +15,7 @@ from rest_framework import generics, status
 from rest_framework.exceptions import NotFound as ApiNotFound
 from rest_framework.exceptions import PermissionDenied as ApiPermissionDenied
 from rest_framework.exceptions import ValidationError
+from rest_framework.fields import DateTimeField
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -356,8 +357,45 @@ class JudgmentList(generics.ListCreateAPIView):
             if exc.status == 409:
                 return Response({"detail": exc.message}, status=status.HTTP_409_CONFLICT)
             _raise_api(exc)
+        if result.created:
+            return Response(judgment_body(result.judgment, request.user), status=201)
         judgment = Judgment.objects.select_related("annotator", "comparison").get(pk=result.judgment.pk)
-        return Response(s.JudgmentSerializer(judgment).data, status=201 if result.created else 200)
+        return Response(s.JudgmentSerializer(judgment).data, status=200)
+
+
+# The two calls every judging cycle makes (`next`, then the judgment) build their answers directly:
+# through the serializers they cost more Python than the queue's SQL (docs/benchmarks.md). The
+# serializers still document them in the schema; tests/test_api.py holds the shapes equal.
+_DATETIME = DateTimeField()
+
+
+def judgment_body(judgment: Judgment, annotator) -> dict:
+    """JudgmentSerializer's shape for a judgment just recorded (one small query for the origin)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT origin, round FROM annotate_comparison WHERE id = %s", [judgment.comparison_id])
+        origin, round_ = cursor.fetchone()
+    return {"id": judgment.pk, "comparison": judgment.comparison_id, "annotator": annotator.username,
+            "choice": judgment.choice, "strength": judgment.strength, "rubric_scores": judgment.rubric_scores,
+            "rationale": judgment.rationale, "shown_left": judgment.shown_left, "ms_spent": judgment.ms_spent,
+            "created_at": _DATETIME.to_representation(judgment.created_at), "origin": origin, "round": round_}
+
+
+def assignment_body(project: Project, lease) -> dict:
+    """AssignmentSerializer's shape for a lease."""
+    comparison = lease.comparison
+    a, b = comparison.candidate_a, comparison.candidate_b
+    left, right = (a, b) if lease.shown_left == "a" else (b, a)
+    messages = comparison.prompt.messages
+    return {
+        "comparison": comparison.pk,
+        "prompt": {"text": comparison.prompt.text,
+                   "messages": None if messages is None else [{"role": m["role"], "content": str(m["content"])}
+                                                              for m in messages]},
+        "left": {"text": left.text}, "right": {"text": right.text},
+        "lease_expires_at": _DATETIME.to_representation(lease.expires_at),
+        "criteria": list(project.criteria.values("key", "label", "description", "scale_min", "scale_max",
+                                                 "required")),
+    }
 
 
 class NextComparison(APIView):
@@ -368,15 +406,7 @@ class NextComparison(APIView):
         lease = next_comparison_for(project, request.user)
         if lease is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
-        comparison = lease.comparison
-        a, b = comparison.candidate_a, comparison.candidate_b
-        left, right = (a, b) if lease.shown_left == "a" else (b, a)
-        return Response(s.AssignmentSerializer({
-            "comparison": comparison.pk,
-            "prompt": {"text": comparison.prompt.text, "messages": comparison.prompt.messages},
-            "left": {"text": left.text}, "right": {"text": right.text},
-            "lease_expires_at": lease.expires_at, "criteria": list(project.criteria.all()),
-        }).data)
+        return Response(assignment_body(project, lease))
 
 
 class SkipComparison(APIView):

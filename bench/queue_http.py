@@ -93,8 +93,8 @@ import django  # noqa: E402
 
 django.setup()
 import httpx  # noqa: E402
-import psycopg  # noqa: E402
 import psutil  # noqa: E402
+import psycopg  # noqa: E402
 from django.contrib.auth import get_user_model  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.db import connection, transaction  # noqa: E402
@@ -422,7 +422,7 @@ def run(server, label: str, mode: str, count: int, rate: float | None = None) ->
 def profile(server, seconds: float) -> list[str]:
     """py-spy over the server's processes while the largest API run goes on: top entries."""
     out = Path(tempfile.mkdtemp()) / "profile.txt"
-    spy = subprocess.Popen(["py-spy", "record", "--pid", str(server.pid), "--subprocesses", "--nonblocking",
+    spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(server.pid), "--subprocesses", "--nonblocking",
                             "--format", "raw", "--duration", str(int(seconds)), "--rate", "200", "--output",
                             str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     run(server, "profiled", "api", max(COUNTS))

@@ -293,3 +293,37 @@ def test_job_and_checkpoint_endpoints_by_role(project, api_for):
     assert annotator.get(f"/api/v1/checkpoints/{checkpoint.pk}/").status_code == 404
     assert outsider.get("/api/v1/checkpoints/").json()["results"] == []
     assert api_for("anonymous").get("/api/v1/jobs/").status_code == 401
+
+
+def test_next_and_judgment_answers_keep_the_shape_their_serializers_document(rubric_project, api_for, users):
+    from annotate.models import Lease
+    from annotate.serializers import AssignmentSerializer, JudgmentSerializer
+
+    base = f"/api/v1/projects/{rubric_project.slug}"
+    api_for("owner").post(f"{base}/comparisons/", {"items": [
+        {"prompt": [{"role": "user", "content": "Name a **colour**."}], "response_a": "Red.", "response_b": "7."},
+    ]}, format="json")
+    client = api_for("annotator")
+    body = client.get(f"{base}/next/").json()
+    lease = Lease.objects.select_related("comparison__prompt", "comparison__candidate_a",
+                                         "comparison__candidate_b").get(comparison_id=body["comparison"])
+    comparison = lease.comparison
+    a, b = comparison.candidate_a, comparison.candidate_b
+    left, right = (a, b) if lease.shown_left == "a" else (b, a)
+    documented = AssignmentSerializer({
+        "comparison": comparison.pk,
+        "prompt": {"text": comparison.prompt.text, "messages": comparison.prompt.messages},
+        "left": {"text": left.text}, "right": {"text": right.text},
+        "lease_expires_at": lease.expires_at, "criteria": list(rubric_project.criteria.all()),
+    }).data
+    assert body == json.loads(json.dumps(documented))
+    assert body["prompt"]["messages"] == [{"role": "user", "content": "Name a **colour**."}]
+    assert [c["key"] for c in body["criteria"]] == [c.key for c in rubric_project.criteria.all()]
+
+    scores = {c.key: {"left": c.scale_max, "right": c.scale_min} for c in rubric_project.criteria.all()}
+    posted = client.post(f"{base}/judgments/", {"comparison": body["comparison"], "choice": "right",
+                                                "strength": "decisive", "rubric": scores, "rationale": " Terse. ",
+                                                "ms_spent": 900}, format="json")
+    assert posted.status_code == 201
+    stored = Judgment.objects.select_related("annotator", "comparison").get(pk=posted.json()["id"])
+    assert posted.json() == json.loads(json.dumps(JudgmentSerializer(stored).data))
