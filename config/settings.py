@@ -144,6 +144,8 @@ PREFLOOP_MAX_UPLOAD_BYTES = env_int("PREFLOOP_MAX_UPLOAD_MB", 200) * 1024 * 1024
 PREFLOOP_LEASE_SECONDS = env_int("PREFLOOP_LEASE_SECONDS", 600)
 PREFLOOP_UNDO_SECONDS = env_int("PREFLOOP_UNDO_SECONDS", 60)
 PREFLOOP_IMPORT_BATCH = env_int("PREFLOOP_IMPORT_BATCH", 5000)
+# An import that adds this many rows to a table ANALYZEs it (PostgreSQL), not waiting for autovacuum.
+PREFLOOP_ANALYZE_AFTER_ROWS = env_int("PREFLOOP_ANALYZE_AFTER_ROWS", 5000)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024  # larger uploads stream to a temporary file
 
 # --- REST API ----------------------------------------------------------------------------------
