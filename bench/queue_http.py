@@ -423,7 +423,7 @@ def profile(server, seconds: float) -> list[str]:
     """py-spy over the server's processes while the largest API run goes on: top entries."""
     out = Path(tempfile.mkdtemp()) / "profile.txt"
     spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(server.pid), "--subprocesses", "--nonblocking",
-                            "--format", "raw", "--duration", str(int(seconds)), "--rate", "200", "--output",
+                            "--gil", "--format", "raw", "--duration", str(int(seconds)), "--rate", "200", "--output",
                             str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     run(server, "profiled", "api", max(COUNTS))
     spy.wait()

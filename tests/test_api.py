@@ -327,3 +327,29 @@ def test_next_and_judgment_answers_keep_the_shape_their_serializers_document(rub
     assert posted.status_code == 201
     stored = Judgment.objects.select_related("annotator", "comparison").get(pk=posted.json()["id"])
     assert posted.json() == json.loads(json.dumps(JudgmentSerializer(stored).data))
+
+
+@pytest.mark.parametrize("body", [
+    {"comparison": 7, "choice": "left"},
+    {"comparison": 7, "choice": "tie", "strength": None, "rationale": "  same  ", "ms_spent": 0},
+    {"comparison": 2**63 - 1, "choice": "right", "strength": "slight", "rubric": {}, "ms_spent": 86_400_000},
+    {"comparison": 7, "choice": "left", "rubric": {"honesty": {"left": 3}}},
+    {"comparison": 7, "choice": "left", "rationale": "naïve\x00"},
+    {"comparison": True, "choice": "left"},
+    {"comparison": 7, "choice": "up"},
+    {"comparison": 7, "choice": "left", "strength": ""},
+    {"comparison": 7, "choice": "left", "ms_spent": -1},
+    {"comparison": 7, "choice": "left", "extra": 1},
+    ["comparison"],
+])
+def test_the_plain_judgment_check_agrees_with_the_serializer_or_defers_to_it(body):
+    from annotate.api import plain_judgment_values
+    from annotate.serializers import JudgmentSubmitSerializer
+
+    plain = plain_judgment_values(body)
+    serializer = JudgmentSubmitSerializer(data=body)
+    if plain is not None:
+        assert serializer.is_valid() and plain == dict(serializer.validated_data)
+    else:
+        assert not isinstance(body, dict) or body.get("rubric") or "extra" in body or "\x00" in body.get(
+            "rationale", "") or not serializer.is_valid()
