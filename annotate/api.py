@@ -391,7 +391,8 @@ def plain_judgment_values(data) -> dict | None:
     comparison, choice = data.get("comparison"), data.get("choice")
     strength, rubric, ms_spent = data.get("strength"), data.get("rubric", {}), data.get("ms_spent")
     rationale = data.get("rationale", "")
-    if not (_plain_int(comparison, 1, s.MAX_ID) and choice in ("left", "right", "tie") and strength in _STRENGTHS
+    if not (_plain_int(comparison, 1, s.MAX_ID) and choice in ("left", "right", "tie")
+            and (strength is None or type(strength) is str and strength in _STRENGTHS)
             and rubric == {} and (ms_spent is None or _plain_int(ms_spent, 0, MAX_MS_SPENT))
             and type(rationale) is str and len(rationale) <= MAX_RATIONALE and "\x00" not in rationale
             and rationale.isascii()):

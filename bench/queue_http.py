@@ -60,7 +60,7 @@ parser.add_argument("--modes", default="api,page")
 parser.add_argument("--port", type=int, default=8790)
 parser.add_argument("--reuse", action="store_true", help="keep the loaded data if its size matches")
 parser.add_argument("--profile", action="store_true",
-                    help="py-spy the first server during the largest closed-loop API run; print the top entries")
+                    help="py-spy each server during a largest closed-loop API run; print the top entries")
 parser.add_argument("--no-open-loop", action="store_true")
 args = parser.parse_args()
 
@@ -326,11 +326,23 @@ class Annotator:
             raise RuntimeError(f"login failed: {answer.status_code}")
         SESSIONS[(server_label, self.index)] = self.client.cookies
 
+    async def send(self, method: str, url: str, stats, **kwargs) -> httpx.Response:
+        """A request; a keep-alive connection the server closed is opened again and the request
+        sent again, as browsers and HTTP libraries do (both calls are safe to repeat)."""
+        for attempt in range(3):
+            try:
+                return await self.client.request(method, url, **kwargs)
+            except (httpx.RemoteProtocolError, httpx.ConnectError, httpx.ReadError):
+                stats["reconnects"] += 1
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
     async def cycle(self, stats) -> bool:
         """One next + judgment; False when "next" said nothing is left."""
         t0 = time.perf_counter()
         if self.mode == "api":
-            answer = await self.client.get("/api/v1/projects/bench/next/")
+            answer = await self.send("GET", "/api/v1/projects/bench/next/", stats)
             t1 = time.perf_counter()
             if answer.status_code == 204:
                 stats["empty"] += 1
@@ -339,18 +351,18 @@ class Annotator:
                 stats["errors"] += 1
                 return False
             comparison = answer.json()["comparison"]
-            posted = await self.client.post("/api/v1/projects/bench/judgments/", json={
+            posted = await self.send("POST", "/api/v1/projects/bench/judgments/", stats, json={
                 "comparison": comparison, "choice": "left", "strength": "clear", "ms_spent": 1500})
             ok = posted.status_code == 201
         else:
-            answer = await self.client.get("/p/bench/annotate/", headers={"HX-Request": "true"})
+            answer = await self.send("GET", "/p/bench/annotate/", stats, headers={"HX-Request": "true"})
             t1 = time.perf_counter()
             found = COMPARISON.search(answer.text) if answer.status_code == 200 else None
             if found is None:
                 stats["empty" if answer.status_code == 200 else "errors"] += 1
                 return False
-            posted = await self.client.post(
-                "/p/bench/annotate/submit/", headers={"HX-Request": "true"},
+            posted = await self.send(
+                "POST", "/p/bench/annotate/submit/", stats, headers={"HX-Request": "true"},
                 data={"csrfmiddlewaretoken": CSRF_INPUT.search(answer.text)[1], "comparison": found[1],
                       "choice": "left", "strength": "clear", "ms_spent": "1500", "rationale": ""})
             ok = posted.status_code == 200 and "Not recorded" not in posted.text
@@ -391,9 +403,9 @@ def run(server, label: str, mode: str, count: int, rate: float | None = None) ->
     async def go():
         annotators = [Annotator(i, mode) for i in range(count)]
         await asyncio.gather(*(a.login(label) for a in annotators))
-        warm = collections.defaultdict(list, empty=0, errors=0)
+        warm = collections.defaultdict(list, empty=0, errors=0, reconnects=0)
         await drive(annotators, 1.0, None, warm)  # warm-up: connections, prepared statements
-        stats = collections.defaultdict(list, empty=0, errors=0)
+        stats = collections.defaultdict(list, empty=0, errors=0, reconnects=0)
         cpu0, db0, client0 = tree_cpu(server.pid), backend_cpu(), time.process_time()
         busy0 = psutil.cpu_times()
         elapsed = await drive(annotators, args.seconds, rate, stats)
@@ -414,14 +426,14 @@ def run(server, label: str, mode: str, count: int, rate: float | None = None) ->
         "judge_p50_ms": pct(stats["judge"], 0.5), "judge_p99_ms": pct(stats["judge"], 0.99),
         "server_cpu_ms_per_cycle": server_cpu / n * 1000, "db_cpu_ms_per_cycle": db_cpu / n * 1000,
         "client_cpu_ms_per_cycle": client_cpu / n * 1000, "machine_busy_ms_per_cycle": machine / n * 1000,
-        "empty": stats["empty"], "errors": stats["errors"],
+        "empty": stats["empty"], "errors": stats["errors"], "reconnects": stats["reconnects"],
     }
     name = f"{label} {mode} x{count}" + (f" @{rate:.0f}/s" if rate else "")
     print(f"{name:>40}: {figures['cycles_per_s']:6.1f} cycles/s | cycle p50/p99 {figures['cycle_p50_ms']:.1f}/"
           f"{figures['cycle_p99_ms']:.1f} | next {figures['next_p50_ms']:.1f}/{figures['next_p99_ms']:.1f} | "
           f"judge {figures['judge_p50_ms']:.1f}/{figures['judge_p99_ms']:.1f} ms | CPU/cycle: server "
           f"{figures['server_cpu_ms_per_cycle']:.2f}, PostgreSQL {figures['db_cpu_ms_per_cycle']:.2f}, clients "
-          f"{figures['client_cpu_ms_per_cycle']:.2f} ms | empty {stats['empty']} errors {stats['errors']}", flush=True)
+          f"{figures['client_cpu_ms_per_cycle']:.2f} ms | empty {stats['empty']} errors {stats['errors']} reconnects {stats['reconnects']}", flush=True)
     return figures
 
 
@@ -471,8 +483,8 @@ for spec in args.servers.split(","):
                 results.append(run(server, label, mode, count))
             if not args.no_open_loop:
                 results.append(run(server, label, mode, max(COUNTS), rate=args.rate))
-        if args.profile and not profile_lines:
-            profile_lines = profile(server, args.seconds)
+        if args.profile:
+            profile_lines += [f"--- {label}"] + profile(server, args.seconds)
     finally:
         stop_server(server)
 baseline_after = in_process(min(args.seconds, 10))

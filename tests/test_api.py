@@ -338,6 +338,8 @@ def test_next_and_judgment_answers_keep_the_shape_their_serializers_document(rub
     {"comparison": True, "choice": "left"},
     {"comparison": 7, "choice": "up"},
     {"comparison": 7, "choice": "left", "strength": ""},
+    {"comparison": 7, "choice": "left", "strength": {}},
+    {"comparison": [7], "choice": {"a": 1}, "rationale": 3},
     {"comparison": 7, "choice": "left", "ms_spent": -1},
     {"comparison": 7, "choice": "left", "extra": 1},
     ["comparison"],
