@@ -461,7 +461,7 @@ def profile(server, seconds: float) -> list[str]:
         for frame in set(frames):
             inclusive[frame] += n
     lines = [f"py-spy: {total} samples over the server's processes"]
-    lines += ["top, inclusive:"] + [f"  {c / total:6.1%}  {f}" for f, c in inclusive.most_common(40)]
+    lines += ["top, inclusive:"] + [f"  {c / total:6.1%}  {f}" for f, c in inclusive.most_common(60)]
     lines += ["top, own time:"] + [f"  {c / total:6.1%}  {f}" for f, c in own.most_common(25)]
     return lines
 
