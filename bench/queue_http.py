@@ -440,6 +440,8 @@ def run(server, label: str, mode: str, count: int, rate: float | None = None) ->
 def profile(server, seconds: float) -> list[str]:
     """py-spy over the server's processes while the largest API run goes on: top entries."""
     out = Path(tempfile.mkdtemp()) / "profile.txt"
+    if not (Path(sys.executable).parent / "py-spy").exists():
+        return ["(py-spy is not installed: pip install py-spy)"]
     spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(server.pid), "--subprocesses", "--nonblocking",
                             "--gil", "--format", "raw", "--duration", str(int(seconds)), "--rate", "200", "--output",
                             str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
