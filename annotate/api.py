@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import secrets
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.http import FileResponse
 from django.shortcuts import get_object_or_404
 from django_filters import rest_framework as filters
@@ -15,6 +15,7 @@ from rest_framework import generics, status
 from rest_framework.exceptions import NotFound as ApiNotFound
 from rest_framework.exceptions import PermissionDenied as ApiPermissionDenied
 from rest_framework.exceptions import ValidationError
+from rest_framework.fields import DateTimeField
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -23,6 +24,8 @@ from . import export as exporting
 from . import serializers as s
 from .access import get_project_for_manager, get_project_for_member
 from .actions import (
+    MAX_MS_SPENT,
+    MAX_RATIONALE,
     ActionError,
     JudgmentInput,
     do_create_project,
@@ -40,6 +43,7 @@ from .models import (
     Membership,
     Project,
     Prompt,
+    Strength,
     Webhook,
     WebhookDelivery,
     content_hash,
@@ -344,9 +348,11 @@ class JudgmentList(generics.ListCreateAPIView):
 
     def create(self, request, *args, **kwargs):
         project, _ = _member(request, kwargs["slug"])
-        data = s.JudgmentSubmitSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        values = data.validated_data
+        values = plain_judgment_values(request.data)
+        if values is None:  # anything unusual goes through the serializer, which names what is wrong
+            data = s.JudgmentSubmitSerializer(data=request.data)
+            data.is_valid(raise_exception=True)
+            values = data.validated_data
         try:
             result = do_submit_judgment(project, request.user, JudgmentInput(
                 comparison_id=values["comparison"], choice=values["choice"], strength=values["strength"],
@@ -356,8 +362,72 @@ class JudgmentList(generics.ListCreateAPIView):
             if exc.status == 409:
                 return Response({"detail": exc.message}, status=status.HTTP_409_CONFLICT)
             _raise_api(exc)
+        if result.created:
+            return Response(judgment_body(result.judgment, request.user), status=201)
         judgment = Judgment.objects.select_related("annotator", "comparison").get(pk=result.judgment.pk)
-        return Response(s.JudgmentSerializer(judgment).data, status=201 if result.created else 200)
+        return Response(s.JudgmentSerializer(judgment).data, status=200)
+
+
+# The two calls every judging cycle makes (`next`, then the judgment) build their answers directly:
+# through the serializers they cost more Python than the queue's SQL (docs/benchmarks.md). The
+# serializers still document them in the schema; tests/test_api.py holds the shapes equal.
+_DATETIME = DateTimeField()
+
+
+_JUDGMENT_KEYS = {"comparison", "choice", "strength", "rubric", "rationale", "ms_spent"}
+_STRENGTHS = {None, *Strength.values}
+
+
+def _plain_int(value, low: int, high: int) -> bool:
+    return type(value) is int and low <= value <= high
+
+
+def plain_judgment_values(data) -> dict | None:
+    """JudgmentSubmitSerializer's validated data for the common body (no rubric), checked by hand,
+    or None for anything else. The serializer deep-copies its nested rubric fields on every call,
+    which cost more than the judgment's SQL; a test holds the two equal on valid bodies."""
+    if type(data) is not dict or not data.keys() <= _JUDGMENT_KEYS:
+        return None
+    comparison, choice = data.get("comparison"), data.get("choice")
+    strength, rubric, ms_spent = data.get("strength"), data.get("rubric", {}), data.get("ms_spent")
+    rationale = data.get("rationale", "")
+    if not (_plain_int(comparison, 1, s.MAX_ID) and choice in ("left", "right", "tie")
+            and (strength is None or type(strength) is str and strength in _STRENGTHS)
+            and rubric == {} and (ms_spent is None or _plain_int(ms_spent, 0, MAX_MS_SPENT))
+            and type(rationale) is str and len(rationale) <= MAX_RATIONALE and "\x00" not in rationale
+            and rationale.isascii()):
+        return None
+    return {"comparison": comparison, "choice": choice, "strength": strength, "rubric": {},
+            "rationale": rationale.strip(), "ms_spent": ms_spent}
+
+
+def judgment_body(judgment: Judgment, annotator) -> dict:
+    """JudgmentSerializer's shape for a judgment just recorded (one small query for the origin)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT origin, round FROM annotate_comparison WHERE id = %s", [judgment.comparison_id])
+        origin, round_ = cursor.fetchone()
+    return {"id": judgment.pk, "comparison": judgment.comparison_id, "annotator": annotator.username,
+            "choice": judgment.choice, "strength": judgment.strength, "rubric_scores": judgment.rubric_scores,
+            "rationale": judgment.rationale, "shown_left": judgment.shown_left, "ms_spent": judgment.ms_spent,
+            "created_at": _DATETIME.to_representation(judgment.created_at), "origin": origin, "round": round_}
+
+
+def assignment_body(project: Project, lease) -> dict:
+    """AssignmentSerializer's shape for a lease."""
+    comparison = lease.comparison
+    a, b = comparison.candidate_a, comparison.candidate_b
+    left, right = (a, b) if lease.shown_left == "a" else (b, a)
+    messages = comparison.prompt.messages
+    return {
+        "comparison": comparison.pk,
+        "prompt": {"text": comparison.prompt.text,
+                   "messages": None if messages is None else [{"role": m["role"], "content": str(m["content"])}
+                                                              for m in messages]},
+        "left": {"text": left.text}, "right": {"text": right.text},
+        "lease_expires_at": _DATETIME.to_representation(lease.expires_at),
+        "criteria": list(project.criteria.values("key", "label", "description", "scale_min", "scale_max",
+                                                 "required")),
+    }
 
 
 class NextComparison(APIView):
@@ -368,15 +438,7 @@ class NextComparison(APIView):
         lease = next_comparison_for(project, request.user)
         if lease is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
-        comparison = lease.comparison
-        a, b = comparison.candidate_a, comparison.candidate_b
-        left, right = (a, b) if lease.shown_left == "a" else (b, a)
-        return Response(s.AssignmentSerializer({
-            "comparison": comparison.pk,
-            "prompt": {"text": comparison.prompt.text, "messages": comparison.prompt.messages},
-            "left": {"text": left.text}, "right": {"text": right.text},
-            "lease_expires_at": lease.expires_at, "criteria": list(project.criteria.all()),
-        }).data)
+        return Response(assignment_body(project, lease))
 
 
 class SkipComparison(APIView):

@@ -20,8 +20,6 @@ from django.utils import timezone
 from .db import db_datetime, from_db_datetime, on_postgresql
 from .models import Candidate, Comparison, Lease, Project, Prompt, Side
 
-CLAIM_ATTEMPTS = 16
-
 
 def lease_duration() -> timedelta:
     return timedelta(seconds=settings.PREFLOOP_LEASE_SECONDS)
@@ -37,9 +35,10 @@ def next_comparison_for(project: Project, annotator, now=None) -> Lease | None:
     - otherwise the first open comparison by priority (highest first), random among equals (a
       tiebreak fixed per comparison), that they have not judged or skipped and nobody else holds;
     - one unexpired lease per comparison: concurrent annotators never get the same one (a lost
-      race moves on to the next, up to CLAIM_ATTEMPTS times);
+      race moves on to the next; races lost are never taken for an empty queue);
     - left/right is drawn when the lease is taken and kept on the lease;
-    - None when nothing is left for this annotator;
+    - None only when nothing is left for this annotator: no open comparison they may take that
+      another transaction does not hold locked at that moment;
     - the lease comes with its comparison, prompt and candidate texts loaded.
     Proof: tests/test_queue.py (marked `both_databases`), which `./prefloop test` runs on both.
     """
@@ -55,7 +54,9 @@ def next_comparison_for(project: Project, annotator, now=None) -> Lease | None:
 # annotators never wait on each other, and leased by a conditional upsert that sees the latest
 # committed lease, so one leased by someone else a moment ago is passed over rather than taken.
 # `picked` tells a lost race (a row was picked but its lease belonged to someone else) from an
-# empty queue.
+# empty queue. The row lock is FOR NO KEY UPDATE: a concurrent insert that references the
+# comparison (a judgment, a lease) holds KEY SHARE on it, which FOR UPDATE would conflict with and
+# SKIP LOCKED would then pass over as if taken.
 NEXT_POSTGRES_SQL = """
 WITH held AS (
     UPDATE annotate_lease
@@ -76,7 +77,7 @@ WITH held AS (
       AND c.id <> ALL(%(passed_over)s::bigint[])
     ORDER BY c.priority DESC, c.tiebreak
     LIMIT 1
-    FOR UPDATE OF c SKIP LOCKED
+    FOR NO KEY UPDATE OF c SKIP LOCKED
 ), claimed AS (
     INSERT INTO annotate_lease (comparison_id, annotator_id, shown_left, issued_at, expires_at)
     SELECT id, %(user)s, %(side)s, %(now)s, %(expires)s FROM pick
@@ -103,7 +104,10 @@ def _next_on_postgresql(project: Project, annotator, now: datetime) -> Lease | N
     params = {"user": annotator.pk, "project": project.pk, "now": now, "half": now + duration / 2,
               "expires": now + duration, "passed_over": []}
     with connection.cursor() as cursor:
-        for _ in range(CLAIM_ATTEMPTS):
+        # Each lost race is a comparison someone else leased, so this ends. It once gave up after
+        # 16 and answered "nothing left" with thousands open: right after an import, with no
+        # statistics, each statement was slow enough for all annotators to race for the same rows.
+        while True:
             params["side"] = Side.A if secrets.randbits(1) else Side.B
             cursor.execute(NEXT_POSTGRES_SQL, params)
             picked, shown_left, issued_at, expires_at, *comparison_row = cursor.fetchone()
@@ -115,7 +119,6 @@ def _next_on_postgresql(project: Project, annotator, now: datetime) -> Lease | N
             if picked is None:
                 return None
             params["passed_over"] = [*params["passed_over"], picked]  # lost a race for it: next one
-    return None
 
 
 # --- SQLite: step by step ------------------------------------------------------------------
@@ -188,7 +191,7 @@ def _claim(cursor, project: Project, user_id: int, now: datetime, duration: time
     """Lease the first free comparison to the user: (comparison id, side shown left), or None."""
     lock = " FOR UPDATE OF c SKIP LOCKED" if connection.features.has_select_for_update_skip_locked else ""
     passed_over: list[int] = []
-    for _ in range(CLAIM_ATTEMPTS):
+    while True:  # as on PostgreSQL: a lost race is never an empty queue
         exclude = f"AND c.id NOT IN ({', '.join(['%s'] * len(passed_over))})" if passed_over else ""
         cursor.execute(CLAIM_SQL.format(passed_over=exclude) + lock,
                        [project.pk, user_id, user_id, db_datetime(now), user_id, *passed_over])
@@ -201,7 +204,6 @@ def _claim(cursor, project: Project, user_id: int, now: datetime, duration: time
         if cursor.fetchone() is not None:
             return row[0], side
         passed_over.append(row[0])
-    return None
 
 
 def _comparison_from_row(row) -> Comparison:

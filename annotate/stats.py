@@ -120,6 +120,13 @@ def remaining_for_queue(project: Project) -> int:
     key = f"prefloop:open:{project.pk}"
     value = cache.get(key)
     if value is None:
+        # One request counts while the others show the last count: at a million comparisons the
+        # count is a long scan, and every server thread missing the cache at once ran it together.
+        last = cache.get(key + ":last")
+        if last is not None and not cache.add(key + ":counting", 1, 60):
+            return last
         value = Comparison.objects.filter(project=project, status=Comparison.Status.OPEN).count()
         cache.set(key, value, 10)
+        cache.set(key + ":last", value, None)
+        cache.delete(key + ":counting")
     return value

@@ -1,13 +1,21 @@
 """Personal API tokens: made once and shown once, stored as a sha256 digest, revocable, with a
-last-used time; and the DRF authentication and per-token throttle that use them."""
+last-used time; and the DRF authentication and per-token throttle that use them.
+
+Both sit on every API call, so neither costs a query on the hot path: a token that checked out is
+kept in the cache for TOKEN_CACHE_SECONDS under its digest (revoking deletes it; with the default
+per-process cache another server process may accept a revoked token for up to that long, with
+PREFLOOP_CACHE_URL=redis:// none does), and the throttle is one counter per token and window.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 import secrets
+import time
 from datetime import timedelta
 
+from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
@@ -19,6 +27,7 @@ from .models import ApiToken
 
 TOKEN_PREFIX = "pfl"  # noqa: S105 -- a label, not a secret
 LAST_USED_RESOLUTION = timedelta(seconds=60)
+TOKEN_CACHE_SECONDS = 10
 
 
 def _digest(token: str) -> str:
@@ -38,17 +47,28 @@ def create_token(user, name: str = "") -> tuple[ApiToken, str]:
     return token, secret
 
 
+def _cache_key(digest: str) -> str:
+    return f"prefloop:token:{digest}"
+
+
 def revoke_token(token: ApiToken) -> None:
     ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    cache.delete(_cache_key(token.digest))
 
 
 def token_for(secret: str) -> ApiToken | None:
     parts = secret.split("_", 2)  # the random part may hold "_" itself
     if len(parts) != 3 or parts[0] != TOKEN_PREFIX:
         return None
+    digest = _digest(secret)
+    token = cache.get(_cache_key(digest))  # keyed by the secret's digest: only that secret finds it
+    if token is not None:
+        return token
     token = ApiToken.objects.select_related("user").filter(prefix=parts[1]).first()
-    if token is None or not hmac.compare_digest(token.digest, _digest(secret)):
+    if token is None or not hmac.compare_digest(token.digest, digest):
         return None
+    if token.revoked_at is None and token.user.is_active:
+        cache.set(_cache_key(digest), token, TOKEN_CACHE_SECONDS)
     return token
 
 
@@ -71,6 +91,8 @@ class ApiTokenAuthentication(BaseAuthentication):
         now = timezone.now()
         if token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION:
             ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)  # at most once a minute
+            token.last_used_at = now
+            cache.set(_cache_key(token.digest), token, TOKEN_CACHE_SECONDS)
         return token.user, token
 
     def authenticate_header(self, request):
@@ -78,9 +100,38 @@ class ApiTokenAuthentication(BaseAuthentication):
 
 
 class TokenRateThrottle(SimpleRateThrottle):
-    """Requests per token (per user for session calls); the rate is PREFLOOP_API_RATE."""
+    """Requests per token (per user for session calls); the rate is PREFLOOP_API_RATE.
+
+    A counter per window that opens at the token's first request (two cache calls, O(1)), not
+    DRF's list of every request's time, which the cache pickled whole on each call (thousands of
+    floats at the default 6000/min)."""
 
     scope = "token"
+    cache_format = "throttle_n_%(scope)s_%(ident)s"  # a counter, not DRF's list: never the same key
+
+    def allow_request(self, request, view):
+        if self.rate is None:
+            return True
+        self.key = self.get_cache_key(request, view)
+        if self.key is None:
+            return True
+        now = time.time()
+        if self.cache.add(self.key, 1, self.duration):
+            self.cache.set(self.key + ":start", now, self.duration)
+            return True
+        try:
+            count = self.cache.incr(self.key)
+        except ValueError:  # the window closed between the two calls: this request opens the next
+            self.cache.set(self.key, 1, self.duration)
+            self.cache.set(self.key + ":start", now, self.duration)
+            return True
+        if count <= self.num_requests:
+            return True
+        self.window_start = self.cache.get(self.key + ":start", now)
+        return False
+
+    def wait(self):
+        return max(self.window_start + self.duration - time.time(), 0.0)
 
     def get_cache_key(self, request, view):
         if isinstance(request.auth, ApiToken):

@@ -293,3 +293,63 @@ def test_job_and_checkpoint_endpoints_by_role(project, api_for):
     assert annotator.get(f"/api/v1/checkpoints/{checkpoint.pk}/").status_code == 404
     assert outsider.get("/api/v1/checkpoints/").json()["results"] == []
     assert api_for("anonymous").get("/api/v1/jobs/").status_code == 401
+
+
+def test_next_and_judgment_answers_keep_the_shape_their_serializers_document(rubric_project, api_for, users):
+    from annotate.models import Lease
+    from annotate.serializers import AssignmentSerializer, JudgmentSerializer
+
+    base = f"/api/v1/projects/{rubric_project.slug}"
+    api_for("owner").post(f"{base}/comparisons/", {"items": [
+        {"prompt": [{"role": "user", "content": "Name a **colour**."}], "response_a": "Red.", "response_b": "7."},
+    ]}, format="json")
+    client = api_for("annotator")
+    body = client.get(f"{base}/next/").json()
+    lease = Lease.objects.select_related("comparison__prompt", "comparison__candidate_a",
+                                         "comparison__candidate_b").get(comparison_id=body["comparison"])
+    comparison = lease.comparison
+    a, b = comparison.candidate_a, comparison.candidate_b
+    left, right = (a, b) if lease.shown_left == "a" else (b, a)
+    documented = AssignmentSerializer({
+        "comparison": comparison.pk,
+        "prompt": {"text": comparison.prompt.text, "messages": comparison.prompt.messages},
+        "left": {"text": left.text}, "right": {"text": right.text},
+        "lease_expires_at": lease.expires_at, "criteria": list(rubric_project.criteria.all()),
+    }).data
+    assert body == json.loads(json.dumps(documented))
+    assert body["prompt"]["messages"] == [{"role": "user", "content": "Name a **colour**."}]
+    assert [c["key"] for c in body["criteria"]] == [c.key for c in rubric_project.criteria.all()]
+
+    scores = {c.key: {"left": c.scale_max, "right": c.scale_min} for c in rubric_project.criteria.all()}
+    posted = client.post(f"{base}/judgments/", {"comparison": body["comparison"], "choice": "right",
+                                                "strength": "decisive", "rubric": scores, "rationale": " Terse. ",
+                                                "ms_spent": 900}, format="json")
+    assert posted.status_code == 201
+    stored = Judgment.objects.select_related("annotator", "comparison").get(pk=posted.json()["id"])
+    assert posted.json() == json.loads(json.dumps(JudgmentSerializer(stored).data))
+
+
+@pytest.mark.parametrize(("body", "checked_by_hand"), [
+    ({"comparison": 7, "choice": "left"}, True),
+    ({"comparison": 7, "choice": "tie", "strength": None, "rationale": "  same  ", "ms_spent": 0}, True),
+    ({"comparison": 2**63 - 1, "choice": "right", "strength": "slight", "rubric": {}, "ms_spent": 86_400_000}, True),
+    ({"comparison": 7, "choice": "left", "rubric": {"honesty": {"left": 3}}}, False),
+    ({"comparison": 7, "choice": "left", "rationale": "naïve\x00"}, False),
+    ({"comparison": True, "choice": "left"}, False),
+    ({"comparison": 7, "choice": "up"}, False),
+    ({"comparison": 7, "choice": "left", "strength": ""}, False),
+    ({"comparison": 7, "choice": "left", "strength": {}}, False),
+    ({"comparison": [7], "choice": {"a": 1}, "rationale": 3}, False),
+    ({"comparison": 7, "choice": "left", "ms_spent": -1}, False),
+    ({"comparison": 7, "choice": "left", "extra": 1}, False),
+    (["comparison"], False),
+])
+def test_the_plain_judgment_check_agrees_with_the_serializer_or_defers_to_it(body, checked_by_hand):
+    from annotate.api import plain_judgment_values
+    from annotate.serializers import JudgmentSubmitSerializer
+
+    plain = plain_judgment_values(body)
+    assert (plain is not None) == checked_by_hand
+    if plain is not None:
+        serializer = JudgmentSubmitSerializer(data=body)
+        assert serializer.is_valid() and plain == dict(serializer.validated_data)
