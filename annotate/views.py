@@ -304,14 +304,12 @@ def members_page(request: HttpRequest, slug: str) -> HttpResponse:
     if request.method == "POST":
         try:
             if request.POST.get("remove"):
-                do_remove_member(project, int(request.POST["remove"]))
+                do_remove_member(project, int(request.POST["remove"]), actor=membership)
                 messages.success(request, "Member removed.")
             else:
-                role = request.POST.get("role", Role.ANNOTATOR)
-                if role == Role.OWNER and membership.role != Role.OWNER:
-                    raise ActionError("Only an owner can make another owner.")
                 member, password = do_set_member(
-                    project, request.POST.get("username", "").strip(), role, create=bool(request.POST.get("create"))
+                    project, request.POST.get("username", "").strip(), request.POST.get("role", Role.ANNOTATOR),
+                    create=bool(request.POST.get("create")), actor=membership,
                 )
                 text = f"{member.user.username} is now {member.role}."
                 if password:
