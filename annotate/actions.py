@@ -315,6 +315,9 @@ def do_undo_last_judgment(project: Project, annotator) -> tuple[Lease, Judgment]
         if judgment is None:
             raise ActionError(f"Nothing to undo: judgments can be undone for {settings.PREFLOOP_UNDO_SECONDS} s.")
         comparison = Comparison.objects.select_for_update().get(pk=judgment.comparison_id)
+        # With more than one vote wanted, another annotator may hold it now: their lease stands.
+        if Lease.objects.filter(comparison=comparison, expires_at__gt=now).exclude(annotator=annotator).exists():
+            raise NotHeld("Someone else is judging this comparison now, so it cannot be undone; your judgment stands.")
         deleted = Judgment.objects.filter(pk=judgment.pk).delete()[0]
         if not deleted:
             raise ActionError("That judgment was already undone.")
