@@ -188,6 +188,8 @@ CACHES = {
 }
 PREFLOOP_WEBHOOK_RETRIES = env_int("PREFLOOP_WEBHOOK_RETRIES", 6)
 PREFLOOP_WEBHOOK_BACKOFF_SECONDS = env_int("PREFLOOP_WEBHOOK_BACKOFF_SECONDS", 30)
+# Hosts webhooks may call although they resolve to loopback/private addresses (by name, e.g. "hooks.internal").
+PREFLOOP_WEBHOOK_ALLOWED_HOSTS = env_list("PREFLOOP_WEBHOOK_ALLOWED_HOSTS", [])
 
 # --- Jobs --------------------------------------------------------------------------------------
 PREFLOOP_JOB_HEARTBEAT_SECONDS = env_int("PREFLOOP_JOB_HEARTBEAT_SECONDS", 5)

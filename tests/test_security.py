@@ -62,3 +62,150 @@ def test_only_staff_create_site_accounts(project, users):
                                       {"username": "newbie", "role": "annotator", "create": "1"}, follow=True)
     assert b"password (shown once)" in made.content
     assert project.memberships.filter(user__username="newbie", role="annotator").exists()
+
+
+# --- webhooks: no calls into the server's own network --------------------------------------------
+
+class Receiver:
+    """A loopback HTTP server that records requests and answers each with the next given status
+    (and Location header, for redirects)."""
+
+    def __init__(self, *answers):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.requests = []
+        answers = list(answers) or [(204, None)]
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                outer.requests.append((self.command, self.path, self.rfile.read(length)))
+                code, location = answers[min(len(outer.requests), len(answers)) - 1]
+                self.send_response(code)
+                if location:
+                    self.send_header("Location", location)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            do_POST = do_GET = _answer
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_port
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def url(self, path="/hook", host="127.0.0.1"):
+        return f"http://{host}:{self.port}{path}"
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver():
+    made = []
+
+    def make(*answers):
+        made.append(Receiver(*answers))
+        return made[-1]
+
+    yield make
+    for r in made:
+        r.close()
+
+
+@pytest.mark.parametrize("url", [
+    "http://127.0.0.1:8000/hook", "http://localhost:8000/hook", "http://[::1]/hook", "http://10.1.2.3/hook",
+    "http://192.168.0.10/hook", "http://172.16.5.4/hook", "http://169.254.169.254/latest/meta-data/",
+    "http://100.64.0.1/hook", "http://0.0.0.0/hook", "http://224.0.0.1/hook", "http://240.0.0.1/hook",
+    "http://[::ffff:127.0.0.1]/hook", "http://[fd00::1]/hook", "http://[fe80::1]/hook",
+])
+def test_webhooks_to_internal_addresses_are_refused_when_saved(project, api_for, url):
+    client = api_for("owner")
+    response = client.post(f"/api/v1/projects/{project.slug}/webhooks/", {"url": url, "events": ["judgments"]},
+                           format="json")
+    assert response.status_code == 400, response.content
+    assert "PREFLOOP_WEBHOOK_ALLOWED_HOSTS" in response.json()["url"][0]
+    assert not project.webhooks.exists()
+
+
+def test_a_named_host_in_the_allow_list_may_be_used(project, api_for, settings):
+    settings.PREFLOOP_WEBHOOK_ALLOWED_HOSTS = ["localhost"]
+    client = api_for("owner")
+    base = f"/api/v1/projects/{project.slug}/webhooks/"
+    assert client.post(base, {"url": "http://localhost:9/hook", "events": ["judgments"]}, format="json").status_code == 201
+    assert client.post(base, {"url": "http://127.0.0.1:9/hook", "events": ["judgments"]}, format="json").status_code == 400
+
+
+def _delivery_to(project, url):
+    from annotate.models import Webhook, WebhookDelivery
+
+    hook = Webhook.objects.create(project=project, url=url, secret="s", events=["job.finished"])  # as if saved
+    return WebhookDelivery.objects.create(webhook=hook, event="job.finished", payload={"x": 1})
+
+
+def test_delivery_checks_the_address_again_and_calls_nothing_internal(project, receiver):
+    """DNS rebinding: the name was public when saved and points inside now. Nothing is sent."""
+    from annotate.webhooks import DeliveryFailed, attempt
+
+    target = receiver()
+    delivery = _delivery_to(project, target.url(host="localhost"))
+
+    with pytest.raises(DeliveryFailed):
+        attempt(delivery)
+
+    delivery.refresh_from_db()
+    assert target.requests == []
+    assert delivery.last_error == "refused: the address is not one webhooks may call"
+    assert delivery.last_status_code is None
+
+
+def test_delivery_follows_no_redirect(project, receiver, settings):
+    from annotate.webhooks import DeliveryFailed, attempt
+
+    settings.PREFLOOP_WEBHOOK_ALLOWED_HOSTS = ["127.0.0.1"]
+    inner = receiver()
+    outer = receiver((302, inner.url("/secret")))
+    delivery = _delivery_to(project, outer.url())
+
+    with pytest.raises(DeliveryFailed):
+        attempt(delivery)
+
+    delivery.refresh_from_db()
+    assert [r[0] for r in outer.requests] == ["POST"] and inner.requests == []
+    assert (delivery.last_status_code, delivery.last_error) == (302, "HTTP 302")
+
+
+def test_the_delivery_log_keeps_network_errors_generic(project, receiver, settings):
+    from annotate.webhooks import DeliveryFailed, attempt
+
+    settings.PREFLOOP_WEBHOOK_ALLOWED_HOSTS = ["127.0.0.1"]
+    closed = receiver()
+    url = closed.url()
+    closed.close()  # nothing listens there now: connection refused
+    delivery = _delivery_to(project, url)
+
+    with pytest.raises(DeliveryFailed):
+        attempt(delivery)
+
+    delivery.refresh_from_db()
+    assert delivery.last_error == "could not connect"
+
+
+def test_an_allowed_loopback_receiver_gets_the_signed_post(project, receiver, settings):
+    from annotate.webhooks import attempt
+
+    settings.PREFLOOP_WEBHOOK_ALLOWED_HOSTS = ["127.0.0.1"]
+    target = receiver()
+    delivery = _delivery_to(project, target.url("/hook?x=1"))
+
+    attempt(delivery)
+
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.last_status_code) == ("delivered", 204)
+    assert [(m, p) for m, p, _ in target.requests] == [("POST", "/hook?x=1")]

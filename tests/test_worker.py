@@ -28,7 +28,8 @@ def test_a_real_worker_releases_expired_leases(celery_worker_process, demo_pairs
     assert Lease.objects.filter(pk=live.pk).exists()
 
 
-def test_webhooks_are_signed_retried_and_logged_by_a_real_worker(celery_worker_process, demo_pairs, users, api_for):
+def test_webhooks_are_signed_retried_and_logged_by_a_real_worker(celery_worker_process, demo_pairs, users, api_for,
+                                                                 settings):
     """A receiver that fails once, then accepts: the worker retries with backoff and the delivery
     log says so; the signature verifies with the secret shown at creation."""
     import hashlib
@@ -53,6 +54,7 @@ def test_webhooks_are_signed_retried_and_logged_by_a_real_worker(celery_worker_p
         def log_message(self, *args):
             pass
 
+    settings.PREFLOOP_WEBHOOK_ALLOWED_HOSTS = ["127.0.0.1"]  # the worker's env says the same (conftest)
     server = HTTPServer(("127.0.0.1", 0), Receiver)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
