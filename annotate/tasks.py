@@ -6,12 +6,14 @@ are annotate.webhooks'. Beat's schedule is CELERY_BEAT_SCHEDULE in config/settin
 """
 
 import time
+from datetime import timedelta
 from pathlib import Path
 
 from celery import shared_task
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Count, Max, Min
+from django.utils import timezone
 
 from . import queue
 from .models import Judgment, Project, Webhook, WebhookDelivery
@@ -43,8 +45,30 @@ def deliver_webhook(self, delivery_id: int) -> str:
             WebhookDelivery.objects.filter(pk=delivery.pk).update(status=WebhookDelivery.Status.FAILED)
             return f"failed after {delivery.attempts} attempts: {exc}"
         delay = settings.PREFLOOP_WEBHOOK_BACKOFF_SECONDS * 2 ** (delivery.attempts - 1)
+        WebhookDelivery.objects.filter(pk=delivery.pk).update(next_attempt_at=timezone.now() + timedelta(seconds=delay))
         raise self.retry(countdown=delay, exc=exc) from None
     return "delivered"
+
+
+@shared_task(name="annotate.tasks.resend_stuck_deliveries")
+def resend_stuck_deliveries() -> int:
+    """Pending deliveries whose next attempt is PREFLOOP_WEBHOOK_RESEND_AFTER seconds overdue lost
+    their message (a countdown dropped by the broker or a killed worker): send them again. Each is
+    claimed by moving its next attempt first, so two sweepers never both re-send it. Receivers
+    see each delivery at least once and de-duplicate by X-Prefloop-Delivery."""
+    now = timezone.now()
+    overdue = now - timedelta(seconds=settings.PREFLOOP_WEBHOOK_RESEND_AFTER)
+    sent = 0
+    stuck = WebhookDelivery.objects.filter(status=WebhookDelivery.Status.PENDING, next_attempt_at__lt=overdue)
+    for delivery in stuck.values("pk", "next_attempt_at")[:1000]:
+        with transaction.atomic():
+            claimed = WebhookDelivery.objects.filter(
+                pk=delivery["pk"], status=WebhookDelivery.Status.PENDING, next_attempt_at=delivery["next_attempt_at"]
+            ).update(next_attempt_at=now)
+            if claimed:
+                transaction.on_commit(lambda pk=delivery["pk"]: deliver_webhook.delay(pk))
+                sent += 1
+    return sent
 
 
 @shared_task(name="annotate.tasks.check_judgment_webhooks")

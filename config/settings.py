@@ -188,6 +188,8 @@ CACHES = {
 }
 PREFLOOP_WEBHOOK_RETRIES = env_int("PREFLOOP_WEBHOOK_RETRIES", 6)
 PREFLOOP_WEBHOOK_BACKOFF_SECONDS = env_int("PREFLOOP_WEBHOOK_BACKOFF_SECONDS", 30)
+# A pending delivery this many seconds past its next attempt lost its message; the sweeper re-sends it.
+PREFLOOP_WEBHOOK_RESEND_AFTER = env_int("PREFLOOP_WEBHOOK_RESEND_AFTER", 300)
 # Hosts webhooks may call although they resolve to loopback/private addresses (by name, e.g. "hooks.internal").
 PREFLOOP_WEBHOOK_ALLOWED_HOSTS = env_list("PREFLOOP_WEBHOOK_ALLOWED_HOSTS", [])
 
@@ -230,6 +232,7 @@ CELERY_BEAT_SCHEDULE = {
     "release-expired-leases": {"task": "annotate.tasks.release_expired_leases", "schedule": 300.0},
     "prune-broker-folder": {"task": "annotate.tasks.prune_processed_messages", "schedule": 3600.0},
     "judgment-webhooks": {"task": "annotate.tasks.check_judgment_webhooks", "schedule": 15.0},
+    "resend-stuck-deliveries": {"task": "annotate.tasks.resend_stuck_deliveries", "schedule": 60.0},
     "sweep-jobs": {"task": "training.sweep_jobs", "schedule": 30.0},
 }
 
