@@ -209,3 +209,62 @@ def test_an_allowed_loopback_receiver_gets_the_signed_post(project, receiver, se
     delivery.refresh_from_db()
     assert (delivery.status, delivery.last_status_code) == ("delivered", 204)
     assert [(m, p) for m, p, _ in target.requests] == [("POST", "/hook?x=1")]
+
+
+# --- login throttling -------------------------------------------------------------------------
+
+
+def _login(client, username, password, address="203.0.113.7"):
+    return client.post(reverse("login"), {"username": username, "password": password}, REMOTE_ADDR=address)
+
+
+def test_failed_logins_lock_the_account_even_from_many_addresses(project, users, settings):
+    client = Client()
+    assert _login(client, "annotator", "wrong", address="198.51.100.99").status_code == 200  # the form again
+    for n in range(getattr(settings, "AXES_FAILURE_LIMIT", 5) - 1):
+        _login(client, "annotator", "wrong", address=f"198.51.100.{n}")
+
+    locked = _login(client, "annotator", "pw-annotator", address="198.51.100.200")
+
+    assert locked.status_code == 429 and b"Too many failed logins" in locked.content
+    assert "_auth_user_id" not in client.session
+    assert _login(Client(), "annotator2", "pw-annotator2", address="198.51.100.201").status_code == 302
+
+
+def test_failed_logins_lock_the_address_across_accounts(project, users, settings):
+    for n in range(getattr(settings, "AXES_FAILURE_LIMIT", 5)):
+        _login(Client(), f"nobody{n}", "guess", address="192.0.2.9")
+
+    assert _login(Client(), "annotator", "pw-annotator", address="192.0.2.9").status_code == 429
+    assert _login(Client(), "annotator", "pw-annotator", address="192.0.2.10").status_code == 302
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_api_throttle_is_shared_by_every_process(project, users):
+    """Two web processes, one token, a limit of 3 a minute: the second process sees the first's count."""
+    import os
+    import subprocess
+    import sys
+
+    from annotate.tokens import create_token
+
+    from .conftest import REPO, database_url_for_subprocess
+
+    _, secret = create_token(users["annotator"], "throttle")
+    script = (
+        "import django, sys; django.setup()\n"
+        "from rest_framework.test import APIClient\n"
+        "c = APIClient(); c.credentials(HTTP_AUTHORIZATION='Bearer ' + sys.argv[1])\n"
+        "print(' '.join(str(c.get('/api/v1/projects/').status_code) for _ in range(int(sys.argv[2]))))\n"
+    )
+    env = {**os.environ, "DATABASE_URL": database_url_for_subprocess(), "PREFLOOP_API_RATE": "3/min",
+           "DJANGO_SETTINGS_MODULE": "config.settings"}
+
+    def process(requests: int) -> str:
+        done = subprocess.run([sys.executable, "-c", script, secret, str(requests)], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout.strip().splitlines()[-1]
+
+    assert process(3) == "200 200 200"
+    assert process(1) == "429"
