@@ -57,6 +57,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "annotate.limits.RequestSizeLimitMiddleware",  # before anything reads a body
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -157,7 +158,10 @@ PREFLOOP_MAX_UPLOAD_BYTES = env_int("PREFLOOP_MAX_UPLOAD_MB", 200) * 1024 * 1024
 PREFLOOP_LEASE_SECONDS = env_int("PREFLOOP_LEASE_SECONDS", 600)
 PREFLOOP_UNDO_SECONDS = env_int("PREFLOOP_UNDO_SECONDS", 60)
 PREFLOOP_IMPORT_BATCH = env_int("PREFLOOP_IMPORT_BATCH", 5000)
-FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024  # larger uploads stream to a temporary file
+# Uploads stream to a temporary file and stop at PREFLOOP_MAX_UPLOAD_MB (annotate/limits.py).
+FILE_UPLOAD_HANDLERS = ["annotate.limits.LimitedUploadHandler"]
+# A gzipped import stops once it unzips to more than this (a small file can unzip to terabytes).
+PREFLOOP_MAX_UNZIPPED_BYTES = env_int("PREFLOOP_MAX_UNZIPPED_MB", 2000) * 1024 * 1024
 
 # --- REST API ----------------------------------------------------------------------------------
 REST_FRAMEWORK = {
@@ -259,5 +263,5 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("PREFLOOP_LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {"django.db.backends": {"level": "WARNING"}, "axes": {"level": "WARNING"}},
 }

@@ -268,3 +268,63 @@ def test_the_api_throttle_is_shared_by_every_process(project, users):
 
     assert process(3) == "200 200 200"
     assert process(1) == "429"
+
+
+# --- upload limits, before the body is read ------------------------------------------------------
+
+
+def test_an_api_body_over_the_limit_is_refused_before_it_is_read(project, api_for, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 4096
+    items = [{"prompt": f"q{i}?", "response_a": "yes", "response_b": "no"} for i in range(200)]
+
+    response = api_for("owner").post(f"/api/v1/projects/{project.slug}/comparisons/", {"items": items},
+                                     format="json")
+
+    assert response.status_code == 413, response.content[:300]
+    assert "limit is 4 KB" in response.json()["detail"] and "PREFLOOP_API_MAX_BODY_MB" in response.json()["detail"]
+    assert not project.comparisons.exists()
+
+
+def test_an_upload_over_the_limit_is_refused_from_its_length_alone(project, users, settings):
+    """The request claims 10 GB but sends a few bytes: it is answered without reading the body."""
+    settings.PREFLOOP_MAX_UPLOAD_BYTES = 1024 * 1024
+    body = b'--x\r\nContent-Disposition: form-data; name="file"; filename="a.jsonl"\r\n\r\n{}\r\n--x--\r\n'
+
+    response = login(users["owner"]).generic(
+        "POST", reverse("import", args=[project.slug]), body,
+        content_type="multipart/form-data; boundary=x", CONTENT_LENGTH=str(10 * 1024**3),
+    )
+
+    assert response.status_code == 413
+    assert b"the limit is 1 MB" in response.content and b"PREFLOOP_MAX_UPLOAD_MB" in response.content
+
+
+def test_the_upload_handler_stops_a_file_past_the_limit_as_it_streams(project, users, settings):
+    """A form whose length is within the slack for form fields but whose file is over the limit."""
+    import io
+
+    settings.PREFLOOP_MAX_UPLOAD_BYTES = 64 * 1024
+    upload = io.BytesIO(b'{"prompt": "q?", "response_a": "yes", "response_b": "no"}\n' * 2000)  # ~120 KB
+    upload.name = "big.jsonl"
+
+    response = login(users["owner"]).post(reverse("import", args=[project.slug]), {"file": upload, "format": "auto"})
+
+    assert response.status_code == 413
+    assert b"limit is 64 KB (PREFLOOP_MAX_UPLOAD_MB)" in response.content
+    assert not project.comparisons.exists()
+
+
+def test_a_gzip_bomb_is_stopped_at_the_unzipped_limit(project, settings):
+    import gzip
+    import io
+
+    from annotate.importing import ImportFailed, import_stream
+
+    settings.PREFLOOP_MAX_UNZIPPED_BYTES = 1024 * 1024
+    rows = "".join(f'{{"prompt": "q{i}?", "response_a": "yes", "response_b": "no"}}\n' for i in range(40000))
+    packed = gzip.compress(rows.encode())  # ~2 MB unzipped, far less zipped
+    assert len(packed) < settings.PREFLOOP_MAX_UNZIPPED_BYTES
+
+    with pytest.raises(ImportFailed, match=r"unzips to more than 1 MB .*PREFLOOP_MAX_UNZIPPED_MB"):
+        import_stream(project, io.BytesIO(packed))
+    assert not project.comparisons.exists()
