@@ -350,6 +350,8 @@ class Webhook(models.Model):
     every_n_judgments = models.PositiveIntegerField(default=100)
     active = models.BooleanField(default=True)
     last_judgment_id = models.BigIntegerField(default=0)
+    # PostgreSQL: the transaction horizon of the last call (annotate/watermarks.py); ids can commit out of order.
+    last_judgment_txid = models.BigIntegerField(default=0)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

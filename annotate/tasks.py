@@ -12,11 +12,13 @@ from pathlib import Path
 from celery import shared_task
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, Max, Min
+from django.db.models import Count, F, Max, Min
+from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from . import queue
 from .models import Judgment, Project, Webhook, WebhookDelivery
+from .watermarks import horizon, settled_since
 from .webhooks import EVENT_JUDGMENTS, DeliveryFailed, attempt, event_payload, judgments_payload, subscribers
 
 
@@ -74,24 +76,30 @@ def resend_stuck_deliveries() -> int:
 @shared_task(name="annotate.tasks.check_judgment_webhooks")
 def check_judgment_webhooks() -> int:
     """For each webhook on `judgments`: once N judgments arrived since its last call, call it.
-    Run by beat every few seconds, so the annotation path itself does no webhook work."""
+    Run by beat every few seconds, so the annotation path itself does no webhook work. On
+    PostgreSQL "since" follows commit order (a transaction horizon, annotate/watermarks.py), so
+    a judgment that commits after a higher id is counted in a later call, never skipped."""
     sent = 0
+    until = horizon()
     for hook in Webhook.objects.filter(active=True).select_related("project"):
         if EVENT_JUDGMENTS not in (hook.events or []):
             continue
-        stats = Judgment.objects.filter(project=hook.project, id__gt=hook.last_judgment_id).aggregate(
-            n=Count("id"), first=Min("id"), last=Max("id")
-        )
-        if not stats["n"] or stats["n"] < hook.every_n_judgments:
+        if until is None:
+            stats = Judgment.objects.filter(project=hook.project, id__gt=hook.last_judgment_id).aggregate(
+                n=Count("id"), first=Min("id"), last=Max("id"))
+            n, first, last = stats["n"], stats["first"], stats["last"]
+        else:
+            n, first, last = settled_since(hook.project_id, hook.last_judgment_txid, until)
+        if not n or n < hook.every_n_judgments:
             continue
         with transaction.atomic():
-            moved = Webhook.objects.filter(pk=hook.pk, last_judgment_id=hook.last_judgment_id).update(
-                last_judgment_id=stats["last"]
-            )
+            moved = Webhook.objects.filter(
+                pk=hook.pk, last_judgment_id=hook.last_judgment_id, last_judgment_txid=hook.last_judgment_txid
+            ).update(last_judgment_id=Greatest(F("last_judgment_id"), last),
+                     last_judgment_txid=until if until is not None else hook.last_judgment_txid)
             if not moved:  # another beat took this batch
                 continue
-            queue_delivery(hook, EVENT_JUDGMENTS,
-                           judgments_payload(hook.project, stats["n"], stats["first"], stats["last"]))
+            queue_delivery(hook, EVENT_JUDGMENTS, judgments_payload(hook.project, n, first, last))
             sent += 1
     return sent
 

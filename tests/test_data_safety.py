@@ -11,7 +11,7 @@ import pytest
 
 from annotate.export import ExportOptions, gzip_copy, iter_rows, parquet_copy, write_export
 from annotate.importing import import_stream
-from annotate.models import Comparison
+from annotate.models import Comparison, Judgment
 
 pytestmark = pytest.mark.django_db
 
@@ -73,3 +73,45 @@ def test_concurrent_exports_and_copies_never_clash(project, users):
         assert gzip.decompress(gz.read_bytes()) == content
         assert pq.read_table(parquet).num_rows == 4000
     assert not list(made.path.parent.glob("*partial*"))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_judgments_webhook_counts_a_judgment_that_commits_after_a_higher_id(project, users, settings):
+    """One transaction inserts a judgment (the lower id) and stays open while another commits a
+    higher id; the incremental reader runs in between, then again after the late commit. Every
+    judgment is counted once, none skipped."""
+    from django.db import connection, connections, transaction
+
+    from annotate.models import Webhook, WebhookDelivery
+    from annotate.tasks import check_judgment_webhooks
+
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite has one writer at a time: ids commit in order there")
+    settings.PREFLOOP_WEBHOOK_ALLOWED_HOSTS = ["127.0.0.1"]
+    import_stream(project, io.BytesIO(pairs(2)), labels="ignore")
+    first, second = Comparison.objects.filter(project=project).order_by("id")
+    Webhook.objects.create(project=project, url="http://127.0.0.1:9/hook", secret="s", events=["judgments"],
+                           every_n_judgments=1)
+    inserted, release, done = threading.Event(), threading.Event(), threading.Event()
+
+    def late_writer():
+        try:
+            with transaction.atomic():
+                Judgment.objects.create(project=project, comparison=first, annotator=users["annotator"], choice="a")
+                inserted.set()
+                release.wait(30)
+        finally:
+            connections.close_all()
+            done.set()
+
+    threading.Thread(target=late_writer).start()
+    assert inserted.wait(30)
+    later = Judgment.objects.create(project=project, comparison=second, annotator=users["annotator2"], choice="b")
+    early = check_judgment_webhooks()
+    release.set()
+    assert done.wait(30)
+    late = check_judgment_webhooks()
+
+    counted = sum(d.payload["judgments"] for d in WebhookDelivery.objects.all())
+    assert Judgment.objects.count() == 2 and later.pk > Judgment.objects.exclude(pk=later.pk).get().pk
+    assert counted == 2, (early, late, [d.payload for d in WebhookDelivery.objects.all()])
