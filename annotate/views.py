@@ -289,7 +289,9 @@ def import_page(request: HttpRequest, slug: str) -> HttpResponse:
                 request,
                 f"Imported {result.rows} rows ({result.format}) in {result.seconds:.1f} s: "
                 f"{result.prompts_added} prompts, {result.candidates_added} responses, "
-                f"{result.comparisons_added} comparisons and {result.judgments_added} labels added.",
+                f"{result.comparisons_added} comparisons and {result.judgments_added} labels added."
+                + (f" {result.labels_not_applied} labels not applied: " + "; ".join(result.notes[:5])
+                   if result.labels_not_applied else ""),
             )
             return redirect("project", slug=project.slug)
     context.update(error=error, chosen_format=fmt, chosen_labels=labels)

@@ -115,3 +115,23 @@ def test_the_judgments_webhook_counts_a_judgment_that_commits_after_a_higher_id(
     counted = sum(d.payload["judgments"] for d in WebhookDelivery.objects.all())
     assert Judgment.objects.count() == 2 and later.pk > Judgment.objects.exclude(pk=later.pk).get().pk
     assert counted == 2, (early, late, [d.payload for d in WebhookDelivery.objects.all()])
+
+
+@pytest.mark.both_databases
+def test_an_import_applies_or_reports_every_label(project, users):
+    """A duplicate pair later in the file, a second label on a pair the imported account labelled
+    before, gold on a pair that exists: each label is applied or reported by its row, never dropped."""
+    row = {"prompt": "2+2?", "response_a": "4", "response_b": "5"}
+    lines = [json.dumps({**row, "preference": "a"}), json.dumps({**row, "prompt": "3+3?", "preference": "a"}),
+             json.dumps({**row, "preference": "b"})]
+    first = import_stream(project, io.BytesIO("\n".join(lines).encode()), labels="judgments")
+    assert first.labels_not_applied == 1
+    assert any(note.startswith("row 3:") and "label" in note for note in first.notes), first.notes
+
+    again = import_stream(project, io.BytesIO(json.dumps({**row, "preference": "tie"}).encode()), labels="judgments")
+    assert again.labels_not_applied == 1 and any(note.startswith("row 1:") for note in again.notes), again.notes
+
+    gold = import_stream(project, io.BytesIO(json.dumps({**row, "prompt": "3+3?", "preference": "b"}).encode()),
+                         labels="gold")
+    assert Comparison.objects.get(prompt__text="3+3?").gold_choice is not None
+    assert gold.labels_not_applied == 0
