@@ -8,6 +8,7 @@ import hmac
 import secrets
 from datetime import timedelta
 
+from django.core.cache import caches
 from django.db import transaction
 from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
@@ -81,6 +82,7 @@ class TokenRateThrottle(SimpleRateThrottle):
     """Requests per token (per user for session calls); the rate is PREFLOOP_API_RATE."""
 
     scope = "token"
+    cache = caches["shared"]  # one count for all web processes (config/settings.py CACHES)
 
     def get_cache_key(self, request, view):
         if isinstance(request.auth, ApiToken):

@@ -199,13 +199,16 @@ SPECTACULAR_SETTINGS = {
     },
 }
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("PREFLOOP_API_MAX_BODY_MB", 100) * 1024 * 1024
-# One cache for every process (the API throttle counts there): Redis when PREFLOOP_CACHE_URL names
-# one, else a table in the database (made by migrate, annotate/migrations/0005_cache_table.py).
+# "shared" is one cache for every process (the API throttle counts there): Redis when
+# PREFLOOP_CACHE_URL names one, else a table in the database (made by migrate,
+# annotate/migrations/0005_cache_table.py). "default" memoises page statistics: per process is enough.
 CACHE_URL = env_str("PREFLOOP_CACHE_URL", "")
+_REDIS_CACHE = {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}
 CACHES = {
-    "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}
-    if CACHE_URL.startswith("redis")
-    else {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "prefloop_cache"}
+    "default": _REDIS_CACHE if CACHE_URL.startswith("redis")
+    else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "shared": _REDIS_CACHE if CACHE_URL.startswith("redis")
+    else {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "prefloop_cache"},
 }
 PREFLOOP_WEBHOOK_RETRIES = env_int("PREFLOOP_WEBHOOK_RETRIES", 6)
 PREFLOOP_WEBHOOK_BACKOFF_SECONDS = env_int("PREFLOOP_WEBHOOK_BACKOFF_SECONDS", 30)
