@@ -24,3 +24,13 @@ def get_project_for_manager(request, slug: str) -> tuple[Project, Membership]:
     if not membership.can_manage:
         raise PermissionDenied("Only the project's owners and managers can do this.")
     return project, membership
+
+
+def client_ip(request) -> str | None:
+    """The client's address for login throttling: PREFLOOP_CLIENT_IP_HEADER behind a reverse proxy
+    (its first entry), else the socket's."""
+    from django.conf import settings
+
+    header = settings.PREFLOOP_CLIENT_IP_HEADER
+    forwarded = request.META.get(header, "") if header else ""
+    return forwarded.split(",")[0].strip() or request.META.get("REMOTE_ADDR")

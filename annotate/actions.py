@@ -315,6 +315,9 @@ def do_undo_last_judgment(project: Project, annotator) -> tuple[Lease, Judgment]
         if judgment is None:
             raise ActionError(f"Nothing to undo: judgments can be undone for {settings.PREFLOOP_UNDO_SECONDS} s.")
         comparison = Comparison.objects.select_for_update().get(pk=judgment.comparison_id)
+        # With more than one vote wanted, another annotator may hold it now: their lease stands.
+        if Lease.objects.filter(comparison=comparison, expires_at__gt=now).exclude(annotator=annotator).exists():
+            raise NotHeld("Someone else is judging this comparison now, so it cannot be undone; your judgment stands.")
         deleted = Judgment.objects.filter(pk=judgment.pk).delete()[0]
         if not deleted:
             raise ActionError("That judgment was already undone.")
@@ -358,9 +361,19 @@ def do_create_project(owner, *, slug: str, name: str, instructions: str = "", vo
     return project
 
 
-def do_set_member(project: Project, username: str, role: str, *, create: bool = False) -> tuple[Membership, str | None]:
+def _check_may_change(actor, target_role: str | None, new_role: str | None) -> None:
+    """Only owners touch owners (make, change or remove one); `actor` None is the system (commands, tests)."""
+    if actor is None or actor.role == Role.OWNER:
+        return
+    if Role.OWNER in (target_role, new_role):
+        raise ActionError("Only an owner can make, change or remove an owner.", {"role": "owners only"})
+
+
+def do_set_member(project: Project, username: str, role: str, *, create: bool = False,
+                  actor: Membership | None = None) -> tuple[Membership, str | None]:
     """Add a member (or change their role). With `create`, a missing user is made with a random
-    password, returned once so the manager can hand it over."""
+    password, returned once to hand over; only staff make site accounts. `actor` is the member
+    acting (None: the system): only owners make, change or remove owners."""
     if role not in Role.values:
         raise ActionError(f"Unknown role {role!r}; use one of {', '.join(Role.values)}.", {"role": "invalid"})
     User = get_user_model()
@@ -370,12 +383,18 @@ def do_set_member(project: Project, username: str, role: str, *, create: bool = 
         if user is None:
             if not create:
                 raise ActionError(f"No user named {username!r}.", {"username": "unknown"})
+            if actor is not None and not actor.user.is_staff:
+                raise ActionError("Only staff create site accounts; ask an administrator to make this user.",
+                                  {"username": "unknown"})
             if not re.match(r"^[\w.@+-]{1,150}$", username):
                 raise ActionError("Usernames are letters, digits and @.+-_ only.", {"username": "invalid"})
             password = secrets.token_urlsafe(12)
             user = User.objects.create_user(username=username, password=password)
-        membership, created = Membership.objects.get_or_create(project=project, user=user, defaults={"role": role})
-        if not created and membership.role != role:
+        membership = Membership.objects.select_for_update().filter(project=project, user=user).first()
+        _check_may_change(actor, membership.role if membership else None, role)
+        if membership is None:
+            return Membership.objects.create(project=project, user=user, role=role), password
+        if membership.role != role:
             if membership.role == Role.OWNER and not project.memberships.filter(role=Role.OWNER).exclude(
                 pk=membership.pk
             ).exists():
@@ -385,11 +404,12 @@ def do_set_member(project: Project, username: str, role: str, *, create: bool = 
     return membership, password
 
 
-def do_remove_member(project: Project, user_id: int) -> None:
+def do_remove_member(project: Project, user_id: int, *, actor: Membership | None = None) -> None:
     with transaction.atomic():
         membership = Membership.objects.select_for_update().filter(project=project, user_id=user_id).first()
         if membership is None:
             raise ActionError("That user is not a member.")
+        _check_may_change(actor, membership.role, None)
         if membership.role == Role.OWNER and project.memberships.filter(role=Role.OWNER).count() == 1:
             raise ActionError("A project keeps at least one owner.")
         Lease.objects.filter(annotator_id=user_id, comparison__project=project).delete()

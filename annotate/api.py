@@ -50,6 +50,7 @@ from .models import (
 )
 from .queue import next_comparison_for
 from .tokens import create_token, revoke_token
+from .watermarks import horizon
 
 
 def id_filter(field_name: str, lookup_expr: str = "exact", **kwargs) -> filters.NumberFilter:
@@ -525,7 +526,7 @@ class WebhookList(generics.ListCreateAPIView):
         data.is_valid(raise_exception=True)
         last = Judgment.objects.filter(project=project).order_by("-id").values_list("id", flat=True).first() or 0
         hook = data.save(project=project, secret=secrets.token_hex(32), last_judgment_id=last,
-                         created_by=request.user)
+                         last_judgment_txid=horizon() or 0, created_by=request.user)
         return Response(s.WebhookCreatedSerializer(hook).data, status=status.HTTP_201_CREATED)
 
 

@@ -2,7 +2,7 @@
 
 Rows are read with a server-side cursor and written line by line, so memory stays flat whatever
 the size. A file is written once under a temporary name and renamed to the sha256 of its JSONL
-content: the name is the export's version, and the same data always yields the same version, so a
+content (each writer its own temporary name, so concurrent requests never clash): the name is the export's version, and the same data always yields the same version, so a
 training run can name exactly what it learned from. A small index keyed by the request (options
 plus a watermark of the project's judgments) lets a repeated request reuse the file.
 
@@ -42,7 +42,7 @@ from django.db.models import Count, Max, Sum
 
 from rewards.votes import VOTE_MODES, resolve
 
-from .models import Judgment, Project
+from .models import Comparison, Judgment, Project
 
 EXPORT_FORMATS = ("trl-preference", "trl-unpaired", "rubric", "raw")
 TIE_MODES = ("drop", "keep")
@@ -122,7 +122,8 @@ RUBRIC_SQL = RUBRIC_SIDE_SQL.replace("{letter}", "a") + " UNION ALL " + RUBRIC_S
 
 
 def _where(project: Project, options: ExportOptions) -> tuple[str, list]:
-    clauses, params = ["j.project_id = %s"], [project.pk]
+    # A retired comparison was taken out by a manager: no dataset or training run reads it.
+    clauses, params = ["j.project_id = %s", "c.status <> 'retired'"], [project.pk]
     if options.since_id is not None:
         clauses.append("j.id > %s")
         params.append(options.since_id)
@@ -283,7 +284,9 @@ def export_dir() -> Path:
 def _watermark(project: Project, options: ExportOptions) -> str:
     """What the export's content depends on, cheaply: the request and the judgments' identity."""
     stats = Judgment.objects.filter(project=project).aggregate(n=Count("id"), top=Max("id"), total=Sum("id"))
-    stats = {key: int(value or 0) for key, value in stats.items()}
+    retired = Comparison.objects.filter(project=project, status=Comparison.Status.RETIRED).aggregate(
+        retired_n=Count("id"), retired_total=Sum("id"))
+    stats = {key: int(value or 0) for key, value in {**stats, **retired}.items()}
     criteria = list(project.criteria.values_list("key", flat=True))
     data = json.dumps([project.pk, project.conversational, criteria, asdict(options), stats], sort_keys=True)
     return hashlib.sha256(data.encode()).hexdigest()
@@ -315,19 +318,41 @@ def write_export(project: Project, options: ExportOptions, seen: Callable[[int],
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
-    index.write_text(json.dumps({"version": version, "rows": rows}))
+    _write_atomically(index, json.dumps({"version": version, "rows": rows}).encode())
     return ExportFile(path, version, rows, asdict(options))
+
+
+def _partial_beside(target: Path) -> Path:
+    """A temporary name of this writer's own beside `target`, so concurrent writers never share one."""
+    handle, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
+    os.close(handle)
+    return Path(name)
+
+
+def _write_atomically(target: Path, data: bytes) -> None:
+    """Readers see the old file or the new one, never half of it."""
+    partial = _partial_beside(target)
+    try:
+        partial.write_bytes(data)
+        os.replace(partial, target)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
 
 
 def gzip_copy(export: ExportFile) -> Path:
     """The same file gzipped (same version: it names the content, not the container)."""
     target = export.path.with_suffix(".jsonl.gz")
     if not target.exists():
-        partial = target.with_suffix(".partial")
-        with open(export.path, "rb") as source, gzip.open(partial, "wb", compresslevel=6) as out:
-            while chunk := source.read(1 << 20):
-                out.write(chunk)
-        os.replace(partial, target)
+        partial = _partial_beside(target)
+        try:
+            with open(export.path, "rb") as source, gzip.open(partial, "wb", compresslevel=6) as out:
+                while chunk := source.read(1 << 20):
+                    out.write(chunk)
+            os.replace(partial, target)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
     return target
 
 
@@ -340,7 +365,7 @@ def parquet_copy(export: ExportFile) -> Path:
     target = export.path.with_suffix(".parquet")
     if target.exists():
         return target
-    partial = target.with_suffix(".partial")
+    partial = _partial_beside(target)
     writer = None
     try:
         with open(export.path, encoding="utf-8") as source:
@@ -354,10 +379,13 @@ def parquet_copy(export: ExportFile) -> Path:
                     batch = []
             if batch or writer is None:
                 writer = _write_parquet_batch(pa, pq, writer, partial, batch)
+        writer.close()
+        writer = None
+        os.replace(partial, target)
     finally:
         if writer is not None:
             writer.close()
-    os.replace(partial, target)
+        partial.unlink(missing_ok=True)
     return target
 
 

@@ -10,6 +10,7 @@ import secrets
 from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
+from django.utils import timezone
 
 
 def content_hash(value: str | list | dict) -> str:
@@ -349,6 +350,8 @@ class Webhook(models.Model):
     every_n_judgments = models.PositiveIntegerField(default=100)
     active = models.BooleanField(default=True)
     last_judgment_id = models.BigIntegerField(default=0)
+    # PostgreSQL: the transaction horizon of the last call (annotate/watermarks.py); ids can commit out of order.
+    last_judgment_txid = models.BigIntegerField(default=0)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -379,6 +382,8 @@ class WebhookDelivery(models.Model):
     last_error = models.CharField(max_length=500, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
+    # When the worker should next try it; the sweeper re-sends pending ones long past it (a lost message).
+    next_attempt_at = models.DateTimeField(default=timezone.now, db_index=True)
 
     class Meta:
         ordering = ["-id"]

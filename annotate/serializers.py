@@ -19,7 +19,7 @@ from .models import (
     Webhook,
     WebhookDelivery,
 )
-from .webhooks import EVENTS
+from .webhooks import EVENTS, TargetRefused, resolve_target
 
 MAX_BULK = 10_000
 MAX_ID = 2**63 - 1  # a bigint; larger numbers are refused as input errors, not database errors
@@ -218,8 +218,10 @@ class WebhookSerializer(serializers.ModelSerializer):
         extra_kwargs = {"every_n_judgments": {"min_value": 1, "max_value": 1_000_000}}
 
     def validate_url(self, value):
-        if not value.startswith(("http://", "https://")):
-            raise serializers.ValidationError("Webhook URLs must be http:// or https://.")
+        try:
+            resolve_target(value)  # checked again at each delivery (DNS rebinding)
+        except TargetRefused as exc:
+            raise serializers.ValidationError(str(exc)) from None
         return value
 
     def to_internal_value(self, data):

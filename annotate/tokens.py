@@ -15,7 +15,7 @@ import secrets
 import time
 from datetime import timedelta
 
-from django.core.cache import cache
+from django.core.cache import cache, caches
 from django.db import transaction
 from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
@@ -107,6 +107,7 @@ class TokenRateThrottle(SimpleRateThrottle):
     floats at the default 6000/min)."""
 
     scope = "token"
+    cache = caches["shared"]  # one count for all web processes (config/settings.py CACHES)
     cache_format = "throttle_n_%(scope)s_%(ident)s"  # a counter, not DRF's list: never the same key
 
     def allow_request(self, request, view):

@@ -27,6 +27,7 @@ from .actions import (
     undoable_judgment,
 )
 from .importing import FORMATS, LABEL_MODES, ImportFailed, import_stream
+from .limits import upload_limit_message
 from .models import (
     ApiToken,
     Comparison,
@@ -268,15 +269,15 @@ def import_page(request: HttpRequest, slug: str) -> HttpResponse:
                "max_mb": settings.PREFLOOP_MAX_UPLOAD_BYTES // (1024 * 1024)}
     if request.method == "GET":
         return render(request, "annotate/import.html", context)
-    limit = settings.PREFLOOP_MAX_UPLOAD_BYTES
-    upload = request.FILES.get("file")
+    upload = request.FILES.get("file")  # streamed by annotate.limits.LimitedUploadHandler
     fmt = request.POST.get("format", "auto")
     labels = request.POST.get("labels", "judgments")
     error = None
+    if getattr(request, "upload_too_large", False):
+        context.update(error=upload_limit_message(), chosen_format=fmt, chosen_labels=labels)
+        return render(request, "annotate/import.html", context, status=413)
     if upload is None:
         error = "Choose a file to upload."
-    elif upload.size > limit:
-        error = f"The file is {upload.size / 1e6:.1f} MB; the limit is {limit / 1e6:.0f} MB (PREFLOOP_MAX_UPLOAD_MB)."
     else:
         try:
             result = import_stream(project, upload.file, filename=upload.name, format=fmt, labels=labels,
@@ -288,7 +289,9 @@ def import_page(request: HttpRequest, slug: str) -> HttpResponse:
                 request,
                 f"Imported {result.rows} rows ({result.format}) in {result.seconds:.1f} s: "
                 f"{result.prompts_added} prompts, {result.candidates_added} responses, "
-                f"{result.comparisons_added} comparisons and {result.judgments_added} labels added.",
+                f"{result.comparisons_added} comparisons and {result.judgments_added} labels added."
+                + (f" {result.labels_not_applied} labels not applied: " + "; ".join(result.notes[:5])
+                   if result.labels_not_applied else ""),
             )
             return redirect("project", slug=project.slug)
     context.update(error=error, chosen_format=fmt, chosen_labels=labels)
@@ -304,14 +307,12 @@ def members_page(request: HttpRequest, slug: str) -> HttpResponse:
     if request.method == "POST":
         try:
             if request.POST.get("remove"):
-                do_remove_member(project, int(request.POST["remove"]))
+                do_remove_member(project, int(request.POST["remove"]), actor=membership)
                 messages.success(request, "Member removed.")
             else:
-                role = request.POST.get("role", Role.ANNOTATOR)
-                if role == Role.OWNER and membership.role != Role.OWNER:
-                    raise ActionError("Only an owner can make another owner.")
                 member, password = do_set_member(
-                    project, request.POST.get("username", "").strip(), role, create=bool(request.POST.get("create"))
+                    project, request.POST.get("username", "").strip(), request.POST.get("role", Role.ANNOTATOR),
+                    create=bool(request.POST.get("create")), actor=membership,
                 )
                 text = f"{member.user.username} is now {member.role}."
                 if password:

@@ -48,6 +48,7 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "django_htmx",
+    "axes",
     "rest_framework",
     "django_filters",
     "drf_spectacular",
@@ -58,6 +59,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "annotate.limits.RequestSizeLimitMiddleware",  # before anything reads a body
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -66,6 +68,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: it turns a locked-out login into the 429 page
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -116,6 +119,19 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
 ]
+# Login throttling (django-axes): failures are counted per account and, separately, per address
+# in the database (shared by every process); past the limit that account or address is refused
+# until the cool-off ends. A success resets the count.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = env_int("PREFLOOP_LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = env_int("PREFLOOP_LOGIN_COOLOFF_MINUTES", 15) / 60  # hours
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked.html"
+AXES_VERBOSE = False
+# Behind a reverse proxy, the header that carries the client's address (e.g. HTTP_X_REAL_IP); else REMOTE_ADDR.
+PREFLOOP_CLIENT_IP_HEADER = env_str("PREFLOOP_CLIENT_IP_HEADER", "")
+AXES_CLIENT_IP_CALLABLE = "annotate.access.client_ip"
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
@@ -147,6 +163,10 @@ PREFLOOP_IMPORT_BATCH = env_int("PREFLOOP_IMPORT_BATCH", 5000)
 # An import that adds this many rows to a table ANALYZEs it (PostgreSQL), not waiting for autovacuum.
 PREFLOOP_ANALYZE_AFTER_ROWS = env_int("PREFLOOP_ANALYZE_AFTER_ROWS", 5000)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024  # larger uploads stream to a temporary file
+# Uploads stream to a temporary file and stop at PREFLOOP_MAX_UPLOAD_MB (annotate/limits.py).
+FILE_UPLOAD_HANDLERS = ["annotate.limits.LimitedUploadHandler"]
+# A gzipped import stops once it unzips to more than this (a small file can unzip to terabytes).
+PREFLOOP_MAX_UNZIPPED_BYTES = env_int("PREFLOOP_MAX_UNZIPPED_MB", 2000) * 1024 * 1024
 
 # --- REST API ----------------------------------------------------------------------------------
 REST_FRAMEWORK = {
@@ -184,14 +204,23 @@ SPECTACULAR_SETTINGS = {
     },
 }
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("PREFLOOP_API_MAX_BODY_MB", 100) * 1024 * 1024
+# "shared" is one cache for every process (the API throttle counts there): Redis when
+# PREFLOOP_CACHE_URL names one, else a table in the database (made by migrate,
+# annotate/migrations/0005_cache_table.py). "default" memoises page statistics: per process is enough.
 CACHE_URL = env_str("PREFLOOP_CACHE_URL", "")
+_REDIS_CACHE = {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}
 CACHES = {
-    "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}
-    if CACHE_URL.startswith("redis")
-    else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    "default": _REDIS_CACHE if CACHE_URL.startswith("redis")
+    else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "shared": _REDIS_CACHE if CACHE_URL.startswith("redis")
+    else {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "prefloop_cache"},
 }
 PREFLOOP_WEBHOOK_RETRIES = env_int("PREFLOOP_WEBHOOK_RETRIES", 6)
 PREFLOOP_WEBHOOK_BACKOFF_SECONDS = env_int("PREFLOOP_WEBHOOK_BACKOFF_SECONDS", 30)
+# A pending delivery this many seconds past its next attempt lost its message; the sweeper re-sends it.
+PREFLOOP_WEBHOOK_RESEND_AFTER = env_int("PREFLOOP_WEBHOOK_RESEND_AFTER", 300)
+# Hosts webhooks may call although they resolve to loopback/private addresses (by name, e.g. "hooks.internal").
+PREFLOOP_WEBHOOK_ALLOWED_HOSTS = env_list("PREFLOOP_WEBHOOK_ALLOWED_HOSTS", [])
 
 # --- Jobs --------------------------------------------------------------------------------------
 PREFLOOP_JOB_HEARTBEAT_SECONDS = env_int("PREFLOOP_JOB_HEARTBEAT_SECONDS", 5)
@@ -232,6 +261,7 @@ CELERY_BEAT_SCHEDULE = {
     "release-expired-leases": {"task": "annotate.tasks.release_expired_leases", "schedule": 300.0},
     "prune-broker-folder": {"task": "annotate.tasks.prune_processed_messages", "schedule": 3600.0},
     "judgment-webhooks": {"task": "annotate.tasks.check_judgment_webhooks", "schedule": 15.0},
+    "resend-stuck-deliveries": {"task": "annotate.tasks.resend_stuck_deliveries", "schedule": 60.0},
     "sweep-jobs": {"task": "training.sweep_jobs", "schedule": 30.0},
 }
 
@@ -241,5 +271,5 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("PREFLOOP_LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {"django.db.backends": {"level": "WARNING"}, "axes": {"level": "WARNING"}},
 }

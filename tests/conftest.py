@@ -97,7 +97,8 @@ def celery_worker_process(transactional_db, tmp_path):
     app.control.purge()
     log = tmp_path / "worker.log"
     env = {**os.environ, "DATABASE_URL": database_url_for_subprocess(), "DATABASE_CONN_MAX_AGE": "0",
-           "PREFLOOP_WEBHOOK_BACKOFF_SECONDS": "1"}
+           "PREFLOOP_WEBHOOK_BACKOFF_SECONDS": "1",
+           "PREFLOOP_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1"}  # tests' receivers listen on loopback
     process = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "default,cpu,gpu", "--pool", "solo",
          "--without-gossip", "--without-mingle", "--loglevel", "INFO", "--logfile", str(log),

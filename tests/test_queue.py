@@ -245,3 +245,21 @@ def test_concurrent_annotators_never_share_a_comparison(project, users):
     assert len(set(handed_out)) == 120, "a comparison was handed to two annotators"
     assert Judgment.objects.filter(project=project).count() == 120
     assert set(Comparison.objects.filter(project=project).values_list("votes", "status")) == {(1, "complete")}
+
+
+@pytest.mark.django_db
+def test_undo_never_takes_a_comparison_someone_else_now_holds(project, users):
+    """Two votes wanted: after A judged, B leases the same pair; A's undo must leave B's lease alone."""
+    import_stream(project, io.BytesIO(b'{"prompt": "2+2?", "response_a": "4", "response_b": "5"}'))
+    Comparison.objects.update(votes_wanted=2)
+    lease, _ = judge(project, users["annotator"], "left")
+    held_by_b = next_comparison_for(project, users["annotator2"])
+    assert held_by_b.comparison_id == lease.comparison_id
+
+    with pytest.raises(NotHeld, match="Someone else is judging"):
+        do_undo_last_judgment(project, users["annotator"])
+
+    assert Lease.objects.get(pk=lease.comparison_id).annotator == users["annotator2"]
+    assert Judgment.objects.filter(annotator=users["annotator"]).count() == 1
+    do_submit_judgment(project, users["annotator2"], JudgmentInput(lease.comparison_id, "right"))
+    assert Comparison.objects.get(pk=lease.comparison_id).votes == 2

@@ -28,7 +28,8 @@ def test_a_real_worker_releases_expired_leases(celery_worker_process, demo_pairs
     assert Lease.objects.filter(pk=live.pk).exists()
 
 
-def test_webhooks_are_signed_retried_and_logged_by_a_real_worker(celery_worker_process, demo_pairs, users, api_for):
+def test_webhooks_are_signed_retried_and_logged_by_a_real_worker(celery_worker_process, demo_pairs, users, api_for,
+                                                                 settings):
     """A receiver that fails once, then accepts: the worker retries with backoff and the delivery
     log says so; the signature verifies with the secret shown at creation."""
     import hashlib
@@ -53,6 +54,7 @@ def test_webhooks_are_signed_retried_and_logged_by_a_real_worker(celery_worker_p
         def log_message(self, *args):
             pass
 
+    settings.PREFLOOP_WEBHOOK_ALLOWED_HOSTS = ["127.0.0.1"]  # the worker's env says the same (conftest)
     server = HTTPServer(("127.0.0.1", 0), Receiver)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
@@ -81,3 +83,35 @@ def test_webhooks_are_signed_retried_and_logged_by_a_real_worker(celery_worker_p
         assert log["results"][0]["attempts"] == 2
     finally:
         server.shutdown()
+
+
+def test_a_delivery_whose_message_was_lost_is_sent_again_by_the_sweeper(celery_worker_process, project, settings):
+    """A pending delivery whose countdown message never came back (a broker or worker lost it):
+    the sweeper hands it to the worker again; a delivery waiting on a fresh retry is left alone."""
+    from datetime import timedelta
+
+    from annotate.models import Webhook, WebhookDelivery
+    from annotate.tasks import resend_stuck_deliveries
+
+    from .test_security import Receiver
+
+    receiver = Receiver()
+    try:
+        hook = Webhook.objects.create(project=project, url=receiver.url(), secret="s", events=["job.finished"])
+        lost = WebhookDelivery.objects.create(webhook=hook, event="job.finished", payload={"n": 1}, attempts=1)
+        waiting = WebhookDelivery.objects.create(webhook=hook, event="job.finished", payload={"n": 2}, attempts=1)
+        long_ago = timezone.now() - timedelta(hours=2)
+        WebhookDelivery.objects.filter(pk=lost.pk).update(next_attempt_at=long_ago, created_at=long_ago)
+        WebhookDelivery.objects.filter(pk=waiting.pk).update(next_attempt_at=timezone.now() + timedelta(seconds=60))
+
+        assert resend_stuck_deliveries() == 1
+
+        deadline = time.time() + 30
+        while time.time() < deadline and WebhookDelivery.objects.get(pk=lost.pk).status == "pending":
+            time.sleep(0.2)
+        assert WebhookDelivery.objects.get(pk=lost.pk).status == "delivered", celery_worker_process.log_path.read_text()
+        assert WebhookDelivery.objects.get(pk=waiting.pk).status == "pending"
+        assert len(receiver.requests) == 1
+        assert resend_stuck_deliveries() == 0
+    finally:
+        receiver.close()

@@ -11,7 +11,7 @@ from django.conf import settings
 from django.db.models import Max
 
 from annotate.export import ExportOptions, write_export
-from annotate.models import Judgment, Project
+from annotate.models import Comparison, Judgment, Project
 
 from .models import DatasetSnapshot
 
@@ -30,7 +30,8 @@ def make_snapshot(project: Project, format: str = "raw", **options) -> DatasetSn
         except OSError:
             shutil.copyfile(exported.path, partial)
         os.replace(partial, target)
-    judgments = Judgment.objects.filter(project=project, id__lte=watermark)
+    judgments = Judgment.objects.filter(project=project, id__lte=watermark).exclude(
+        comparison__status=Comparison.Status.RETIRED)
     snapshot, _ = DatasetSnapshot.objects.get_or_create(
         project=project, sha256=exported.version,
         defaults={"path": str(target.relative_to(settings.MEDIA_ROOT)), "format": format,

@@ -11,6 +11,8 @@ import gzip
 from collections.abc import Iterable, Iterator
 from typing import IO
 
+from django.conf import settings
+
 from ..models import Project
 from .parsers import PARSERS, ParsedRow, RowError
 from .reading import FORMATS, ImportFailed, detect_format, iter_records, open_text_stream
@@ -43,7 +45,7 @@ def import_stream(
     """Import one file into `project`, all or nothing. Raises ImportFailed naming the row and field."""
     if format != "auto" and format not in FORMATS:
         raise ImportFailed(f"Unknown format {format!r}. Accepted formats: auto, {', '.join(FORMATS)}.")
-    stream, hashing = open_text_stream(raw)
+    stream, hashing = open_text_stream(raw, max_unzipped=settings.PREFLOOP_MAX_UNZIPPED_BYTES)
     result = ImportResult(format=format)
     try:
         import_rows(project, _parse(stream, format, result), labels=labels, user=user, filename=filename,

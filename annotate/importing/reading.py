@@ -44,12 +44,35 @@ class _HashingReader(io.RawIOBase):
         return len(chunk)
 
 
-def open_text_stream(raw: IO[bytes]) -> tuple[IO[bytes], _HashingReader]:
-    """A buffered byte stream of the file, un-gzipped if it is gzip, and the reader hashing it."""
+class _CappedReader(io.RawIOBase):
+    """Passes unzipped bytes through and fails once more than `limit` came out (a gzip bomb)."""
+
+    def __init__(self, raw: IO[bytes], limit: int):
+        self.raw, self.limit, self.count = raw, limit, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        chunk = self.raw.read(len(buffer))
+        self.count += len(chunk)
+        if self.count > self.limit:
+            raise ImportFailed(f"The gzipped file unzips to more than {self.limit // (1024 * 1024)} MB "
+                               "(PREFLOOP_MAX_UNZIPPED_MB). Nothing was imported.")
+        buffer[: len(chunk)] = chunk
+        return len(chunk)
+
+
+def open_text_stream(raw: IO[bytes], max_unzipped: int | None = None) -> tuple[IO[bytes], _HashingReader]:
+    """A buffered byte stream of the file, un-gzipped if it is gzip (at most `max_unzipped`
+    bytes of it), and the reader hashing it."""
     hashing = _HashingReader(raw)
     buffered = io.BufferedReader(hashing, buffer_size=1 << 16)
     if buffered.peek(2)[:2] == b"\x1f\x8b":
-        return io.BufferedReader(gzip.GzipFile(fileobj=buffered), buffer_size=1 << 16), hashing
+        unzipped = gzip.GzipFile(fileobj=buffered)
+        if max_unzipped is not None:
+            unzipped = _CappedReader(unzipped, max_unzipped)
+        return io.BufferedReader(unzipped, buffer_size=1 << 16), hashing
     return buffered, hashing
 
 

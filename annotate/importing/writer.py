@@ -39,6 +39,7 @@ class ImportResult:
     comparisons_added: int = 0
     judgments_added: int = 0
     rows_skipped: int = 0
+    labels_not_applied: int = 0  # each one also a note naming its row
     seconds: float = 0.0
     sha256: str = ""
     notes: list[str] = field(default_factory=list)
@@ -69,13 +70,13 @@ class _BatchWriter:
         "import_prompt": ("hash", "text", "messages", "external_id"),
         "import_candidate": ("prompt_hash", "hash", "text", "source"),
         "import_pair": ("prompt_hash", "hash_1", "hash_2", "label", "item", "priority", "origin", "round",
-                        "votes_wanted"),
+                        "votes_wanted", "line"),
         "import_resolved": ("prompt_id", "a_id", "b_id", "label", "item", "priority", "origin", "round",
-                            "votes_wanted"),
+                            "votes_wanted", "line"),
     }
     STAGE_TYPES = {"label": "varchar(8)", "text": "text", "messages": "text", "prompt_id": "bigint",
                    "a_id": "bigint", "b_id": "bigint", "item": "integer", "priority": "double precision",
-                   "round": "integer", "votes_wanted": "integer", "origin": "varchar(16)"}
+                   "round": "integer", "votes_wanted": "integer", "line": "integer", "origin": "varchar(16)"}
 
     def __init__(self, project: Project, labels: str, result: ImportResult):
         self.project = project
@@ -140,9 +141,11 @@ class _BatchWriter:
                 if key in pairs:
                     if row.item is not None and pairs[key][4] is not None:
                         same_pair[row.item] = pairs[key][4]
+                    if label is not None and self.labels != "ignore":
+                        self._not_applied(self.row_number, label, f"the same pair as row {pairs[key][9]}")
                     continue
                 pairs[key] = (prompt_hash, hashes[i], hashes[j], label, row.item, row.priority, row.origin,
-                              row.round, row.votes_wanted)
+                              row.round, row.votes_wanted, self.row_number)
         with connection.cursor() as cursor:
             self._stage(cursor, "import_prompt", prompts.values())
             self._stage(cursor, "import_candidate", candidates.values())
@@ -157,6 +160,11 @@ class _BatchWriter:
                 for item, first in same_pair.items():
                     if first in self.comparison_ids:
                         self.comparison_ids[item] = self.comparison_ids[first]
+
+    def _not_applied(self, line: int, label: str, why: str) -> None:
+        """A label that could not be applied is reported by its row, never dropped unseen."""
+        self.result.labels_not_applied += 1
+        self.result.notes.append(f"row {line}: {why}; its label {label!r} was not applied")
 
     def _insert(self, cursor) -> None:
         now = db_datetime(timezone.now())
@@ -179,12 +187,13 @@ class _BatchWriter:
         # Each pair as candidate ids in canonical order (a < b), its label turned with it.
         self._empty(cursor, "import_resolved")
         cursor.execute("""
-            INSERT INTO import_resolved (prompt_id, a_id, b_id, label, item, priority, origin, round, votes_wanted)
+            INSERT INTO import_resolved (prompt_id, a_id, b_id, label, item, priority, origin, round, votes_wanted,
+                                         line)
             SELECT p.id, CASE WHEN c1.id < c2.id THEN c1.id ELSE c2.id END,
                    CASE WHEN c1.id < c2.id THEN c2.id ELSE c1.id END,
                    CASE WHEN c1.id < c2.id OR s.label = 'tie' THEN s.label
                         WHEN s.label = 'a' THEN 'b' WHEN s.label = 'b' THEN 'a' END,
-                   s.item, s.priority, s.origin, s.round, s.votes_wanted
+                   s.item, s.priority, s.origin, s.round, s.votes_wanted, s.line
             FROM import_pair s
             JOIN annotate_prompt p ON p.project_id = %s AND p.content_hash = s.prompt_hash
             JOIN annotate_candidate c1 ON c1.prompt_id = p.id AND c1.content_hash = s.hash_1
@@ -204,8 +213,28 @@ class _BatchWriter:
             RETURNING id""", [project, self.project.votes_wanted, self.project.votes_wanted, now])
         created = {row[0] for row in cursor.fetchall()}
         self.result.comparisons_added += len(created)
+        if gold:  # gold on a pair that existed already: set where it has none, report where it differs
+            match = "r.a_id = annotate_comparison.candidate_a_id AND r.b_id = annotate_comparison.candidate_b_id"
+            cursor.execute(f"""
+                UPDATE annotate_comparison SET gold_choice = (
+                    SELECT r.label FROM import_resolved r WHERE {match} AND r.label IS NOT NULL)
+                WHERE project_id = %s AND gold_choice IS NULL
+                  AND EXISTS (SELECT 1 FROM import_resolved r WHERE {match} AND r.label IS NOT NULL)""", [project])
+            cursor.execute("""
+                SELECT r.line, r.label, c.gold_choice FROM import_resolved r
+                JOIN annotate_comparison c ON c.candidate_a_id = r.a_id AND c.candidate_b_id = r.b_id
+                WHERE r.label IS NOT NULL AND c.gold_choice <> r.label ORDER BY r.line""")
+            for line, label, known in cursor.fetchall():
+                self._not_applied(line, label, f"the pair already has the gold answer {known!r}")
         if self.annotator is None:
             return
+        cursor.execute("""
+            SELECT r.line, r.label FROM import_resolved r
+            JOIN annotate_comparison c ON c.candidate_a_id = r.a_id AND c.candidate_b_id = r.b_id
+            JOIN annotate_judgment j ON j.comparison_id = c.id AND j.annotator_id = %s
+            WHERE r.label IS NOT NULL ORDER BY r.line""", [self.annotator.pk])
+        for line, label in cursor.fetchall():
+            self._not_applied(line, label, "the pair already has a label imported before (one imported label per pair)")
         cursor.execute(f"""
             INSERT INTO annotate_judgment (project_id, comparison_id, annotator_id, choice, strength, rubric_scores,
                                            rationale, shown_left, ms_spent, created_at)

@@ -1,0 +1,137 @@
+"""Data that could be lost or doubled, each path closed and kept closed: retired comparisons in
+datasets, concurrent export copies, incremental readers that skip late commits, labels an import
+dropped, judging while an import runs on the embedded database."""
+
+import gzip
+import io
+import json
+import threading
+
+import pytest
+
+from annotate.export import ExportOptions, gzip_copy, iter_rows, parquet_copy, write_export
+from annotate.importing import import_stream
+from annotate.models import Comparison, Judgment
+
+pytestmark = pytest.mark.django_db
+
+
+def pairs(n: int, prefix: str = "q") -> bytes:
+    return "\n".join(json.dumps({"prompt": f"{prefix}{i}?", "response_a": f"yes {i}", "response_b": f"no {i}",
+                                 "preference": "a"}) for i in range(n)).encode()
+
+
+def test_retired_comparisons_are_neither_exported_nor_snapshotted(project, users):
+    from training.snapshots import make_snapshot
+
+    import_stream(project, io.BytesIO(pairs(3)), labels="judgments", user=users["owner"])
+    before = write_export(project, ExportOptions("trl-preference"))
+    retired = Comparison.objects.filter(project=project).order_by("id").first()
+    Comparison.objects.filter(pk=retired.pk).update(status=Comparison.Status.RETIRED)
+
+    for fmt in ("trl-preference", "trl-unpaired", "raw"):
+        rows = list(iter_rows(project, ExportOptions(fmt)))
+        assert all(retired.prompt.text not in json.dumps(row) for row in rows), fmt
+    after = write_export(project, ExportOptions("trl-preference"))
+    snapshot = make_snapshot(project, "trl-preference")
+
+    assert before.rows == 3 and after.rows == 2  # the cached file of before is not reused
+    assert snapshot.rows == 2 and snapshot.judgments == 2 and snapshot.comparisons == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_exports_and_copies_never_clash(project, users):
+    """Eight requests for the same export and its gzip and Parquet copies at once: every one gets
+    a whole file, none fails on another's temporary file."""
+    import_stream(project, io.BytesIO(pairs(4000)), labels="judgments", user=users["owner"])
+    options = ExportOptions("raw")
+    errors, results = [], []
+    start = threading.Barrier(8)
+
+    def export():
+        from django.db import connection
+        try:
+            start.wait()
+            made = write_export(project, options)
+            results.append((made, gzip_copy(made), parquet_copy(made)))
+        except BaseException as exc:  # reported below
+            errors.append(repr(exc))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=export) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    assert errors == []
+    import pyarrow.parquet as pq
+    for made, gz, parquet in results:
+        content = made.path.read_bytes()
+        assert content.count(b"\n") == 4000
+        assert gzip.decompress(gz.read_bytes()) == content
+        assert pq.read_table(parquet).num_rows == 4000
+    assert not list(made.path.parent.glob("*partial*"))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_judgments_webhook_counts_a_judgment_that_commits_after_a_higher_id(project, users, settings):
+    """One transaction inserts a judgment (the lower id) and stays open while another commits a
+    higher id; the incremental reader runs in between, then again after the late commit. Every
+    judgment is counted once, none skipped."""
+    from django.db import connection, connections, transaction
+
+    from annotate.models import Webhook, WebhookDelivery
+    from annotate.tasks import check_judgment_webhooks
+
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite has one writer at a time: ids commit in order there")
+    settings.PREFLOOP_WEBHOOK_ALLOWED_HOSTS = ["127.0.0.1"]
+    import_stream(project, io.BytesIO(pairs(2)), labels="ignore")
+    first, second = Comparison.objects.filter(project=project).order_by("id")
+    Webhook.objects.create(project=project, url="http://127.0.0.1:9/hook", secret="s", events=["judgments"],
+                           every_n_judgments=1)
+    inserted, release, done = threading.Event(), threading.Event(), threading.Event()
+
+    def late_writer():
+        try:
+            with transaction.atomic():
+                Judgment.objects.create(project=project, comparison=first, annotator=users["annotator"], choice="a")
+                inserted.set()
+                release.wait(30)
+        finally:
+            connections.close_all()
+            done.set()
+
+    threading.Thread(target=late_writer).start()
+    assert inserted.wait(30)
+    later = Judgment.objects.create(project=project, comparison=second, annotator=users["annotator2"], choice="b")
+    early = check_judgment_webhooks()
+    release.set()
+    assert done.wait(30)
+    late = check_judgment_webhooks()
+
+    counted = sum(d.payload["judgments"] for d in WebhookDelivery.objects.all())
+    assert Judgment.objects.count() == 2 and later.pk > Judgment.objects.exclude(pk=later.pk).get().pk
+    assert counted == 2, (early, late, [d.payload for d in WebhookDelivery.objects.all()])
+
+
+@pytest.mark.both_databases
+def test_an_import_applies_or_reports_every_label(project, users):
+    """A duplicate pair later in the file, a second label on a pair the imported account labelled
+    before, gold on a pair that exists: each label is applied or reported by its row, never dropped."""
+    row = {"prompt": "2+2?", "response_a": "4", "response_b": "5"}
+    lines = [json.dumps({**row, "preference": "a"}), json.dumps({**row, "prompt": "3+3?", "preference": "a"}),
+             json.dumps({**row, "preference": "b"})]
+    first = import_stream(project, io.BytesIO("\n".join(lines).encode()), labels="judgments")
+    assert first.labels_not_applied == 1
+    assert any(note.startswith("row 3:") and "label" in note for note in first.notes), first.notes
+
+    again = import_stream(project, io.BytesIO(json.dumps({**row, "preference": "tie"}).encode()), labels="judgments")
+    assert again.labels_not_applied == 1 and any(note.startswith("row 1:") for note in again.notes), again.notes
+
+    gold = import_stream(project, io.BytesIO(json.dumps({**row, "prompt": "3+3?", "preference": "b"}).encode()),
+                         labels="gold")
+    assert Comparison.objects.get(prompt__text="3+3?").gold_choice is not None
+    assert gold.labels_not_applied == 0
