@@ -10,3 +10,5 @@ urlpatterns = [
     path("", include("training.urls")),
     path("", include("annotate.urls")),
 ]
+
+handler500 = "config.middleware.server_error_or_unavailable"
