@@ -31,6 +31,7 @@ pytestmark = [pytest.mark.faults]
 ANNOTATORS = 8
 JUDGMENTS_EACH = 24  # 192 judgments in all, out of the demo's 300 open comparisons
 RUN_SECONDS = 240  # every loop below stops by then, whatever happens
+JOB_SECONDS = 600  # a tiny reward-model job on a busy 2-core machine (importing torch alone takes a minute)
 
 
 def free_port() -> int:
@@ -358,6 +359,15 @@ def start_redis(port: int) -> subprocess.Popen:
     return process
 
 
+def stop_worker(worker: subprocess.Popen):
+    os.killpg(worker.pid, signal.SIGTERM)
+    try:
+        worker.wait(timeout=30)
+    except subprocess.TimeoutExpired:  # still in a training step: it was told; now it goes
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait(timeout=30)
+
+
 def queued_messages(port: int, queue: str) -> int:
     return int(subprocess.run(["redis-cli", "-p", str(port), "llen", queue], capture_output=True,
                               text=True).stdout.strip())
@@ -389,11 +399,10 @@ def test_a_broker_restart_loses_no_queued_job(transactional_db, judged, tmp_path
 
         log = tmp_path / "worker.log"
         worker = start_worker(env, log, "restart")
-        wait_for(job, {Job.Status.SUCCEEDED, Job.Status.FAILED}, seconds=180, log=log)
+        wait_for(job, {Job.Status.SUCCEEDED, Job.Status.FAILED}, seconds=JOB_SECONDS, log=log)
     finally:
         if worker is not None:
-            os.killpg(worker.pid, signal.SIGTERM)
-            worker.wait(timeout=30)
+            stop_worker(worker)
         server.terminate()
         server.wait(timeout=10)
     checkpoints = Checkpoint.objects.filter(job=job).count()
@@ -407,7 +416,7 @@ def test_a_broker_restart_loses_no_queued_job(transactional_db, judged, tmp_path
 
 def test_a_worker_killed_mid_training_is_retried_on_another_and_registers_one_checkpoint(
         celery_worker_process, judged, settings, tmp_path):  # noqa: F811
-    job = training_started(jobs.launch(judged, "reward_model", {**QUICK, "max_steps": 60}))
+    job = training_started(jobs.launch(judged, "reward_model", {**QUICK, "max_steps": 60}), seconds=JOB_SECONDS)
     assert job.status == Job.Status.RUNNING
     first_worker = job.worker
 
@@ -427,10 +436,9 @@ def test_a_worker_killed_mid_training_is_retried_on_another_and_registers_one_ch
     env = {**os.environ, "DATABASE_URL": database_url_for_subprocess(), "DATABASE_CONN_MAX_AGE": "0"}
     second = start_worker(env, log, "second")
     try:
-        wait_for(job, {Job.Status.SUCCEEDED, Job.Status.FAILED}, seconds=240, log=log)
+        wait_for(job, {Job.Status.SUCCEEDED, Job.Status.FAILED}, seconds=JOB_SECONDS, log=log)
     finally:
-        os.killpg(second.pid, signal.SIGTERM)
-        second.wait(timeout=30)
+        stop_worker(second)
     checkpoints = Checkpoint.objects.filter(job=job).count()
     report_fault_counts(FaultCounts(
         fault="Celery worker SIGKILLed mid reward-model training", sent=1, acknowledged=1, stored=checkpoints,
