@@ -68,6 +68,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "config.middleware.DatabaseUnavailableMiddleware",  # a database outage is a 503, not a 500
     "axes.middleware.AxesMiddleware",  # last: it turns a locked-out login into the 429 page
 ]
 

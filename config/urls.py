@@ -13,3 +13,5 @@ urlpatterns = [
     path("", include("training.urls")),
     path("", include("annotate.urls")),
 ]
+
+handler500 = "config.middleware.server_error_or_unavailable"

@@ -1,6 +1,7 @@
 """Shared fixtures: a project with an owner, a manager, an annotator and an outsider, so every
 view can be tried by all four; and the real data in ../shared/data."""
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -141,3 +142,39 @@ def api_for(users):
         return client
 
     return make
+
+
+# --- the fault suite's counts, printed at the end of the run ---------------------------------------
+
+
+@dataclass
+class FaultCounts:
+    """What one fault test sent and found: lost and doubled must be 0."""
+
+    fault: str
+    sent: int
+    acknowledged: int
+    stored: int
+    lost: int
+    doubled: int
+    extra: dict = field(default_factory=dict)
+
+    def line(self) -> str:
+        extra = "".join(f", {k}={v}" for k, v in self.extra.items())
+        return (f"{self.fault}: sent={self.sent} acknowledged={self.acknowledged} stored={self.stored} "
+                f"lost={self.lost} doubled={self.doubled}{extra}")
+
+
+FAULT_COUNTS: list[FaultCounts] = []
+
+
+def report_fault_counts(counts: FaultCounts) -> None:
+    FAULT_COUNTS.append(counts)
+    print("FAULT COUNTS", counts.line())
+
+
+def pytest_terminal_summary(terminalreporter):
+    if FAULT_COUNTS:
+        terminalreporter.write_sep("=", "fault suite counts")
+        for counts in FAULT_COUNTS:
+            terminalreporter.write_line(counts.line())

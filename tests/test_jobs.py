@@ -1,12 +1,10 @@
 """Jobs against a real Celery worker process on Redis: launch from the page, the API and the
-command line; live progress, plots, checkpoint with lineage; cancel, retry; a worker killed with
-SIGKILL; a broker restart; configs and projects refused before anything is queued."""
+command line; live progress, plots, checkpoint with lineage; cancel, retry, lost workers and time
+limits; configs and projects refused before anything is queued. A worker killed with SIGKILL and a
+broker restart are in the fault suite (test_faults.py)."""
 
 import json
 import os
-import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -189,39 +187,6 @@ def start_worker(env: dict, log: Path, name: str) -> subprocess.Popen:
                             cwd=REPO, env=env, start_new_session=True)
 
 
-def test_a_worker_killed_mid_training_is_retried_on_another_and_registers_one_checkpoint(
-        celery_worker_process, judged, settings, tmp_path):
-    job = training_started(jobs.launch(judged, "reward_model", {**QUICK, "max_steps": 60}))
-    assert job.status == Job.Status.RUNNING
-    first_worker = job.worker
-
-    os.killpg(celery_worker_process.pid, signal.SIGKILL)
-    celery_worker_process.wait(timeout=10)
-    settings.PREFLOOP_JOB_HEARTBEAT_TIMEOUT = 3
-    time.sleep(settings.PREFLOOP_JOB_HEARTBEAT_SECONDS + 4)
-    swept = jobs.sweep()
-
-    job.refresh_from_db()
-    assert swept["requeued"] == 1 and swept["failed"] == 0
-    assert job.status == Job.Status.QUEUED and job.attempt == 2 and "worker lost" in job.message
-    assert not jobs.scratch_dir(Job(pk=job.pk, attempt=1)).exists()  # the lost attempt's files are gone
-    assert "attempt 1 lost" in jobs.log_path(job).read_text()
-
-    log = tmp_path / "second-worker.log"
-    env = {**os.environ, "DATABASE_URL": database_url_for_subprocess(), "DATABASE_CONN_MAX_AGE": "0"}
-    second = start_worker(env, log, "second")
-    try:
-        wait_for(job, {Job.Status.SUCCEEDED, Job.Status.FAILED}, seconds=240, log=log)
-    finally:
-        os.killpg(second.pid, signal.SIGTERM)
-        second.wait(timeout=30)
-    assert job.status == Job.Status.SUCCEEDED, job.error
-    assert job.worker != first_worker and job.result["lost_attempts"] == 1
-    assert Checkpoint.objects.filter(job=job).count() == 1 == Checkpoint.objects.count()
-    text = jobs.log_path(job).read_text()
-    assert "attempt 1 on" in text and "attempt 2 on" in text  # the lost attempt's log is kept
-
-
 def _running(project, **fields) -> Job:
     now = timezone.now()
     values = {"status": Job.Status.RUNNING, "worker": "gone:1", "started_at": now, "heartbeat_at": now,
@@ -263,62 +228,6 @@ def test_a_run_of_an_earlier_attempt_writes_nothing_into_the_new_one(project):
     assert jobs.finish(old_run, Job.Status.SUCCEEDED) == "lost"
     current = Job.objects.get(pk=old_run.pk)
     assert current.status == Job.Status.RUNNING and current.message != "done by the old run"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_a_broker_restart_loses_no_queued_job(transactional_db, judged, tmp_path):
-    """A Redis of its own, with no persistence, as in the default install: the job's message is
-    queued, Redis restarts and forgets it, and the job still runs once a worker comes up."""
-    redis = shutil.which("redis-server")
-    if redis is None:
-        pytest.fail("redis-server is not installed")
-    port = free_port()
-    broker = f"redis://127.0.0.1:{port}/0"
-
-    def start_redis():
-        process = subprocess.Popen([redis, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                    "--appendonly", "no"], stdout=subprocess.DEVNULL)
-        for _ in range(50):
-            if subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True).stdout.strip() == b"PONG":
-                return process
-            time.sleep(0.1)
-        raise AssertionError("redis did not start")
-
-    env = {**os.environ, "DATABASE_URL": database_url_for_subprocess(), "DATABASE_CONN_MAX_AGE": "0",
-           "CELERY_BROKER_URL": broker, "PREFLOOP_JOB_REQUEUE_SECONDS": "1"}
-    server = start_redis()
-    worker = None
-    try:
-        launched = subprocess.run([sys.executable, str(REPO / "manage.py"), "run_job", "reward_model",
-                                   "--project", judged.slug, "--config", json.dumps(QUICK)],
-                                  env=env, capture_output=True, text=True, check=True)
-        job = Job.objects.get(pk=json.loads(launched.stdout.strip().splitlines()[-1])["job"])
-        queued = subprocess.run(["redis-cli", "-p", str(port), "llen", job.queue], capture_output=True, text=True)
-        assert queued.stdout.strip() == "1"
-
-        server.terminate()
-        server.wait(timeout=10)
-        server = start_redis()
-        lost = subprocess.run(["redis-cli", "-p", str(port), "llen", job.queue], capture_output=True, text=True)
-        assert lost.stdout.strip() == "0"  # the restart forgot the message
-        time.sleep(1.5)
-
-        log = tmp_path / "worker.log"
-        worker = start_worker(env, log, "restart")
-        wait_for(job, {Job.Status.SUCCEEDED, Job.Status.FAILED}, seconds=180, log=log)
-        assert job.status == Job.Status.SUCCEEDED, job.error
-        assert Checkpoint.objects.filter(job=job).exists()
-    finally:
-        if worker is not None:
-            os.killpg(worker.pid, signal.SIGTERM)
-            worker.wait(timeout=30)
-        server.terminate()
-        server.wait(timeout=10)
 
 
 def test_the_command_line_runs_a_job_and_prints_its_metrics_last(celery_worker_process, judged, tmp_path):

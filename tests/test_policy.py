@@ -53,6 +53,24 @@ def test_dpo_raises_the_held_out_margin(tmp_path):
     assert json.loads((tmp_path / "policy" / "prefloop.json").read_text())["method"] == "dpo"
 
 
+def test_dpo_margins_reach_the_loss(tmp_path):
+    """With margin_scale > 0 each pair's margin m offsets the loss, −log σ(β·Δ − m·scale). At the first
+    step the policy is its own reference (LoRA starts at zero), so Δ = 0 and the first batch's loss is
+    exactly softplus(m·scale), not log 2; its logged reward margin is −m·scale. If the runner's hook
+    into TRL (the reference log-probs it shifts) stopped being called, the loss would be log 2."""
+    import math
+
+    snapshot = preference_snapshot(tmp_path / "prefs.jsonl", n=8)  # every pair has margin 2.0
+    recorder = Recorder()
+    config = DPOConfig.from_dict({"max_steps": 1, "batch_size": 2, "max_length": 96, "eval_fraction": 0.25,
+                                  "min_pairs": 2, "seed": 1, "margin_scale": 0.5})
+    train_dpo(snapshot, tmp_path / "policy", config, reporter=recorder)
+    offset = 0.5 * 2.0
+    first_loss, first_margin = recorder.metrics["train/loss"][0], recorder.metrics["train/rewards/margins"][0]
+    assert abs(first_loss - math.log1p(math.exp(offset))) < 0.02, (first_loss, math.log(2))
+    assert abs(first_margin + offset) < 0.02, first_margin
+
+
 def tiny_policy(directory, keyword="u"):
     """A two-layer Llama with SmolLM2's tokenizer and chat template, built here so GRPO's loop runs
     in seconds. Its output layer gives every token containing `keyword` a shared direction (hidden

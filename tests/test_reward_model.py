@@ -21,21 +21,29 @@ class Recorder(Reporter):
         self.metrics.setdefault(name, []).append(value)
 
 
-def easy_snapshot(path, n=160, ties=0, rubric=False):
+JUNK = " Buy cheap watches now!!! Click here: best deals, limited offer, act fast."
+STRENGTHS = ("slight", "clear", "decisive")
+
+
+def easy_snapshot(path, n=160, ties=0, rubric=False, junk_every=0, prompt_repeats=1):
     """Real AlpacaEval answers against the same answers cut to their first six words: the full
-    answer is preferred. Written in the export's `raw` format, as a job's snapshot is."""
+    answer is preferred. With `junk_every`, every so many pairs the loser is instead the full
+    answer with spam appended (longer, so length alone cannot tell). With `prompt_repeats`, each
+    prompt is asked that many times (different answers). Strengths cycle slight/clear/decisive.
+    Written in the export's `raw` format, as a job's snapshot is."""
     with open(shared_file(ALPACA_JUDGMENTS / "gpt4_1106_preview_vs_text_davinci_003.jsonl")) as handle:
         rows = [json.loads(line) for line in handle]
     lines = []
     for i, row in enumerate(rows[:n]):
         full = row["output_2"]
-        cut = " ".join(full.split()[:6])
+        worse = full + JUNK * 3 if junk_every and i % junk_every == 0 else " ".join(full.split()[:6])
         choice = "tie" if i < ties else ("a" if i % 2 else "b")
-        a, b = (full, cut) if choice != "b" else (cut, full)
+        a, b = (full, worse) if choice != "b" else (worse, full)
         scores = {"helpfulness": {"a": 5 if a == full else 1, "b": 5 if b == full else 1}} if rubric else {}
-        lines.append({"id": i + 1, "comparison": i + 1, "prompt": row["instruction"], "response_a": a,
-                      "response_b": b, "source_a": "", "source_b": "", "annotator": "t", "choice": choice,
-                      "strength": None if choice == "tie" else "clear", "rubric_scores": scores})
+        lines.append({"id": i + 1, "comparison": i + 1, "prompt": rows[i // prompt_repeats]["instruction"],
+                      "response_a": a, "response_b": b, "source_a": "", "source_b": "", "annotator": "t",
+                      "choice": choice, "strength": None if choice == "tie" else STRENGTHS[i % 3],
+                      "rubric_scores": scores})
     path.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
     return path
 
@@ -47,20 +55,24 @@ def quick(**overrides):
     return RewardModelConfig.from_dict(values)
 
 
-def test_a_bradley_terry_model_learns_the_easy_preference(tmp_path):
+def test_a_bradley_terry_model_learns_a_preference_length_cannot_explain(tmp_path):
+    """Half the losers are cut short, half are padded with spam: "the longer answer wins" is right
+    about half the time, so only a model that read the answers beats it."""
     import torch
     from safetensors.torch import load_file
 
     from rewards.backbones import minilm_path
 
-    snapshot = easy_snapshot(tmp_path / "snap.jsonl")
+    snapshot = easy_snapshot(tmp_path / "snap.jsonl", junk_every=2)
     recorder = Recorder()
-    result = train_reward_model(snapshot, tmp_path / "rm", quick(), reporter=recorder)
+    result = train_reward_model(snapshot, tmp_path / "rm", quick(max_steps=30), reporter=recorder)
 
     metrics = result.metrics
+    longer_wins = metrics["eval"]["baselines"]["longer_wins"]
     assert metrics["held_out_pairs"] >= 25
+    assert 0.3 <= longer_wins <= 0.7, metrics["eval"]  # length alone does not solve this set
     assert metrics["eval_accuracy"] >= 0.8, metrics["eval"]
-    assert metrics["eval_accuracy"] > metrics["eval"]["baselines"]["random"] + 0.25
+    assert metrics["eval_accuracy"] > longer_wins + 0.2, metrics["eval"]
     losses = recorder.metrics["train/loss"]
     assert losses[-1] < losses[0] - 0.1, losses
     trained = load_file(tmp_path / "rm" / "member_0" / "model.safetensors")
@@ -89,7 +101,20 @@ def test_the_same_seed_and_data_give_the_same_model(tmp_path):
 
 
 @pytest.mark.parametrize("loss", ["bt_margin", "label_smoothing", "tie_aware"])
-def test_each_loss_trains(tmp_path, loss):
+def test_each_loss_trains(tmp_path, loss, monkeypatch):
+    """Each loss lowers itself and learns the easy set, and what makes it that loss reaches it in
+    training: margins that vary with the judgment's strength, the smoothing, the ties as ties."""
+    import rewards.trainer
+    from rewards.votes import STRENGTH_WEIGHT
+
+    seen = []
+    real_loss = rewards.trainer.pairwise_loss
+
+    def recording_loss(delta, loss="bt", **kwargs):
+        seen.append({"loss": loss, **{k: v.detach().clone() if hasattr(v, "detach") else v for k, v in kwargs.items()}})
+        return real_loss(delta, loss, **kwargs)
+
+    monkeypatch.setattr(rewards.trainer, "pairwise_loss", recording_loss)
     snapshot = easy_snapshot(tmp_path / "snap.jsonl", n=96, ties=24 if loss == "tie_aware" else 0)
     recorder = Recorder()
     result = train_reward_model(snapshot, tmp_path / "rm", quick(loss=loss, max_steps=12, learning_rate=2e-4),
@@ -97,9 +122,21 @@ def test_each_loss_trains(tmp_path, loss):
     losses = recorder.metrics["train/loss"]
     assert losses[-1] < losses[0], losses
     assert result.metrics["eval_accuracy"] > 0.6
+    assert seen and {call["loss"] for call in seen} == {loss}
+    if loss == "bt_margin":
+        margins = {round(float(m), 4) for call in seen for m in call["margin"]}
+        assert margins == {float(STRENGTH_WEIGHT[s]) for s in STRENGTHS}, margins  # one per strength, not constant
+    if loss == "label_smoothing":
+        assert {call["label_smoothing"] for call in seen} == {0.1}
     if loss == "tie_aware":
+        assert all(call.get("tie") is not None for call in seen)
+        ties_seen = sum(int(call["tie"].sum()) for call in seen)
         pairs = load_pairs(snapshot, quick(loss=loss), [])
         assert sum(p.tie for p in pairs) == 24  # ties were used, not dropped
+        train, _ = split(pairs, 0.25, seed=quick().seed)
+        # 12 steps of 8 cover the training set at least once: every training tie reached the loss as a tie
+        assert len(train) <= 96 and ties_seen >= sum(p.tie for p in train) > 0, ties_seen
+        assert all(call["tie_threshold"] == 1.0 for call in seen)
 
 
 def test_rubric_heads_learn_the_scores(tmp_path):
@@ -120,22 +157,36 @@ def test_rubric_heads_learn_the_scores(tmp_path):
 
 
 def test_an_ensemble_reports_its_spread(tmp_path):
+    """Two members trained apart (their own seeds) disagree, and the spread reported is exactly
+    the standard deviation of what each member says, the mean their mean."""
+    import numpy as np
+
     from rewards.scoring import RewardModel
 
     snapshot = easy_snapshot(tmp_path / "snap.jsonl", n=64)
     train_reward_model(snapshot, tmp_path / "rm", quick(ensemble_size=2, max_steps=6))
     model = RewardModel(tmp_path / "rm")
-    scores = model.score(["Say hi."] * 3, ["Hi!", "Hello there, how are you today?", "No."])
+    prompts, responses = ["Say hi."] * 3, ["Hi!", "Hello there, how are you today?", "No."]
+    scores = model.score(prompts, responses)
     assert len(model.models) == 2
-    assert (scores.spread > 0).all()
+    members = []
+    for member in list(model.models):
+        model.models = [member]
+        members.append(model.score(prompts, responses).mean)
+    members = np.stack(members)
+    assert (np.abs(members[0] - members[1]) > 1e-4).all(), members  # two models, not one copied
+    assert np.allclose(scores.mean, members.mean(axis=0), atol=1e-5)
+    assert np.allclose(scores.spread, np.abs(members[0] - members[1]) / 2, atol=1e-5), (scores.spread, members)
 
 
 def test_pairs_are_held_out_by_prompt(tmp_path):
-    snapshot = easy_snapshot(tmp_path / "snap.jsonl", n=120)
+    """Each prompt asked three times: all its pairs train, or all are held out, never some of each."""
+    snapshot = easy_snapshot(tmp_path / "snap.jsonl", n=120, prompt_repeats=3)
     pairs = load_pairs(snapshot, quick(), [])
+    assert len({json.dumps(p.prompt) for p in pairs}) == 40
     train, held = split(pairs, 0.25, seed=3)
-    assert {p.group for p in train}.isdisjoint({p.group for p in held})
-    assert 15 <= len(held) <= 45
+    assert {json.dumps(p.prompt) for p in train}.isdisjoint({json.dumps(p.prompt) for p in held})
+    assert len(held) % 3 == 0 and 15 <= len(held) <= 45
 
 
 @pytest.mark.parametrize(("values", "field"), [

@@ -74,18 +74,29 @@ def test_next_round_closes_the_loop(celery_worker_process, demo, users, api_for)
         assert pair.new_candidate_id in (comparison.candidate_a_id, comparison.candidate_b_id)
         assert GeneratedCandidate.objects.get(candidate=pair.new_candidate).checkpoint == policy
 
-    # An annotator judges them first (the reward model made them priority), preferring the new policy.
-    for _ in range(round_comparisons.count()):
+    # An annotator judges them first (the reward model made them priority), with mixed verdicts:
+    # the new policy wins, loses, ties, then wins the rest (wherever it was shown, left or right).
+    n = round_comparisons.count()
+    verdicts = (["new", "parent", "tie"] + ["new"] * n)[:n]
+    for verdict in verdicts:
         lease = next_comparison_for(demo, users["annotator"])
         assert lease.comparison.origin == "round"
         new_side = "a" if lease.comparison.round_pair.new_candidate_id == lease.comparison.candidate_a_id else "b"
-        shown = "left" if lease.shown_left == new_side else "right"
+        new_shown = "left" if lease.shown_left == new_side else "right"
+        shown = {"new": new_shown, "parent": "right" if new_shown == "left" else "left", "tie": "tie"}[verdict]
         do_submit_judgment(demo, users["annotator"], JudgmentInput(lease.comparison_id, shown))
 
+    # The round's row: win rate with ties as half a win, and its Wilson interval, worked out here.
+    wins = verdicts.count("new") + 0.5 * verdicts.count("tie")
+    p, z2 = wins / n, 1.96 ** 2
+    centre, half = (p + z2 / (2 * n)) / (1 + z2 / n), 1.96 * (p * (1 - p) / n + z2 / (4 * n * n)) ** 0.5 / (1 + z2 / n)
+    expected = (f">{n}</td>", f">{round(100 * p)}%</td>",
+                f"{round(100 * max(0, centre - half))}–{round(100 * min(1, centre + half))}%</td>")
     client = Client()
     client.force_login(users["owner"])
     page = client.get(f"/p/{demo.slug}/").content.decode()
-    assert 'id="rounds"' in page and "100%" in page  # the round's win rate, with its interval
+    rounds = page[page.find('id="rounds"'):page.find("</table>", page.find('id="rounds"'))]
+    assert all(cell in rounds for cell in expected), (expected, rounds)
     lineage = client.get(f"/p/{demo.slug}/models/{policy.pk}/").content.decode()
     snapshot = policy.snapshots.get()
     assert parent.name in lineage and f"judgment ids up to {snapshot.judgment_watermark}" in lineage
