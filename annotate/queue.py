@@ -152,10 +152,11 @@ def _next_on_postgresql_from(project: Project, annotator, now: datetime, pool: s
 # The same steps as separate statements in one transaction that holds the database's write lock
 # from BEGIN (`transaction_mode=IMMEDIATE`), which serialises annotators (and on any other
 # database without SKIP LOCKED).
-HELD_SQL = f"""
+HELD_SQL = """
 SELECT l.comparison_id, l.shown_left, l.issued_at, l.expires_at
 FROM annotate_lease l JOIN annotate_comparison c ON c.id = l.comparison_id
-WHERE l.annotator_id = %s AND l.expires_at > %s AND c.project_id = %s AND {HELD_STATUS}
+WHERE l.annotator_id = %s AND l.expires_at > %s AND c.project_id = %s
+  AND (c.status = 'open' OR (c.gold_choice IS NOT NULL AND c.status <> 'retired'))
 ORDER BY l.issued_at LIMIT 1"""
 
 CLAIM_SQL = """

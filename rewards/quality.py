@@ -63,7 +63,7 @@ def holm(pvalues: list[float | None]) -> list[float | None]:
     running = 0.0
     for rank, (p, i) in enumerate(known):
         running = max(running, min(1.0, (m - rank) * p))
-        adjusted[i] = round(running, 12)
+        adjusted[i] = running
     return adjusted
 
 
