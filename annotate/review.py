@@ -69,10 +69,11 @@ def review_queue(project: Project, reviewer, flagged_ids: set[int] | frozenset[i
     """Comparisons to review, most in need first: disputed (votes disagree) and flagged (a noise
     flag on one of its judgments) before the rest, unsettled before settled; never one the
     reviewer judged unless the project allows it."""
-    rows = (Comparison.objects.filter(project=project, votes__gte=1)
+    rows = (Comparison.objects.filter(project=project)
             .annotate(kinds=Count("judgments__choice", distinct=True),
                       judged_by_me=Exists(Judgment.objects.filter(comparison=OuterRef("pk"),
                                                                   annotator_id=reviewer.pk))))
+    rows = rows.filter(kinds__gte=1)
     if not project.reviewers_settle_own:
         rows = rows.filter(judged_by_me=False)
     rows = rows.order_by(F("settled_choice").asc(nulls_first=True), "-kinds", "-pk")
