@@ -6,14 +6,17 @@ import json
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.test import Client
+from rest_framework.test import APIClient
 
-from annotate.actions import JudgmentInput, do_set_member, do_submit_judgment
+from annotate.actions import JudgmentInput, do_create_project, do_set_member, do_submit_judgment
 from annotate.export import ExportOptions, iter_rows
 from annotate.importing import ParsedRow, import_rows
 from annotate.models import Comparison, Judgment, Role, Settlement
 from annotate.quality import annotator_statistics, bias_report, judgment_flags, option_effects
 from annotate.queue import next_comparison_for
 from annotate.review import do_mark_gold, do_set_gold_share, review_queue
+from annotate.tokens import create_token
 
 from .conftest import client_for
 
@@ -57,7 +60,7 @@ def test_gold_needs_a_known_answer_and_only_managers_mark_it(project, users, api
     comparison.refresh_from_db()
     assert (comparison.gold_choice, comparison.origin) == ("b", "gold")
     # From the comparisons page: a form without an answer is refused, with the reason shown.
-    page = client_for(__import__("django.test", fromlist=["Client"]).Client(), users["manager"])
+    page = client_for(Client(), users["manager"])
     response = page.post(f"/p/{project.slug}/comparisons/gold/", {"comparison": comparison.pk, "gold_choice": ""},
                          follow=True)
     assert "needs its known answer" in response.content.decode()
@@ -138,7 +141,7 @@ def test_statistics_over_zero_judgments_show_a_dash(project, users):
     assert annotator_statistics(project) == []
     report = bias_report(project)
     assert report["position"]["share"] is None and report["length"]["judgments"]["share"] is None
-    page = client_for(__import__("django.test", fromlist=["Client"]).Client(), users["owner"]).get(f"/p/{project.slug}/")
+    page = client_for(Client(), users["owner"]).get(f"/p/{project.slug}/")
     assert page.status_code == 200
     html = page.content.decode()
     assert 'id="quality"' in html and "Left chosen: –" in html and "No judgments yet." in html
@@ -203,9 +206,7 @@ def test_settling_records_the_last_decision_keeps_history_and_refuses_what_it_mu
     vote(c1, users["annotator2"], "b", rationale="B is more helpful.")
     vote(c2, reviewer, "a")
     client = api_for("reviewer") if "reviewer" in users else None
-    from rest_framework.test import APIClient
 
-    from annotate.tokens import create_token
 
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {create_token(reviewer, 't')[1]}")
@@ -225,8 +226,6 @@ def test_settling_records_the_last_decision_keeps_history_and_refuses_what_it_mu
     assert client.post(f"{base}/{c2.pk}/settle/", {"decision": "b"}, format="json").status_code == 201
     assert api_for("annotator").post(f"{base}/{c3.pk}/settle/", {"decision": "a"}, format="json").status_code == 403
     # another project's comparison is not found
-    from annotate.actions import do_create_project
-
     other = do_create_project(users["owner"], slug="other", name="Other")
     do_set_member(other, "reviewer", Role.REVIEWER)
     (foreign,) = make_pairs(other, 1, start=100)
@@ -239,12 +238,12 @@ def test_the_review_queue_puts_disputed_first_and_shows_votes_without_model_iden
     vote(disputed, users["annotator"], "a", rationale="Left is kinder.")
     vote(disputed, users["annotator2"], "b", rationale="Right is correct.")
     assert [c.pk for c in review_queue(project, reviewer)][0] == disputed.pk
-    page = client_for(__import__("django.test", fromlist=["Client"]).Client(), reviewer).get(f"/p/{project.slug}/review/")
+    page = client_for(Client(), reviewer).get(f"/p/{project.slug}/review/")
     html = page.content.decode()
     assert page.status_code == 200 and f'data-comparison="{disputed.pk}"' in html
     assert "Left is kinder." in html and "Right is correct." in html and "disputed" in html
     assert "model-x" not in html and "model-y" not in html
-    annotator_page = client_for(__import__("django.test", fromlist=["Client"]).Client(), users["annotator"])
+    annotator_page = client_for(Client(), users["annotator"])
     assert annotator_page.get(f"/p/{project.slug}/review/").status_code == 403
 
 
