@@ -297,3 +297,20 @@ def test_a_reward_model_snapshot_records_the_options_applied(project, users):
 
     with pytest.raises(ConfigError, match="min_trust"):
         RewardModelConfig.from_dict({"min_trust": 3})
+
+
+def test_the_export_command_takes_the_quality_options(project, users, reviewer, tmp_path):
+    from django.core.management import CommandError, call_command
+
+    c1, c2 = make_pairs(project, 2)
+    vote(c1, users["annotator"], "a")
+    vote(c2, users["annotator"], "a")
+    from annotate.review import do_settle
+
+    do_settle(project, reviewer, c2.pk, "b")
+    out = tmp_path / "settled.jsonl"
+    call_command("export_data", project=project.slug, format="trl-preference", settled_only=True, out=str(out))
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [row["chosen"] for row in rows] == [c2.candidate_b.text]
+    with pytest.raises(CommandError, match="min_trust"):
+        call_command("export_data", project=project.slug, format="raw", min_trust=1.5)
