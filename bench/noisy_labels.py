@@ -10,8 +10,8 @@
    comparison): three honest ones with 10% noise, and one who always picks the wrong answer, so
    about 25% of the pool's labels are flipped. Reading time is simulated by moving each lease's
    start back (40 characters a second plus 5-20 s).
-3. Two reward models, same config and seed (MiniLM, BT loss, max length 128, batch 8, lr 5e-5,
-   `--steps` steps): one on everything, one with `exclude_flagged=True`. Printed: who was
+3. Two reward models, same config and seed (MiniLM, BT loss, `--max-length` tokens (128), batch
+   8, lr 5e-5, `--steps` steps): one on everything, one with `exclude_flagged=True`. Printed: who was
    flagged, how many judgments each snapshot kept, and each model's accuracy on the held-out
    pairs against the oracle, with a 95% Wilson interval.
 """
@@ -31,6 +31,7 @@ DATA = REPO / "var" / "bench" / "noisy"
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--steps", type=int, default=150)
 parser.add_argument("--threads", type=int, default=2)
+parser.add_argument("--max-length", type=int, default=128)
 args = parser.parse_args()
 
 shutil.rmtree(DATA, ignore_errors=True)
@@ -100,7 +101,7 @@ for row in annotator_statistics(project):
     print(f"  {row['username']}: {row['judgments']} judgments, gold {row['gold_accuracy']} of {row['gold_count']}, "
           f"trust {row['trust']:.2f}, flags {row['reasons']}")
 
-config = {"base_model": "minilm", "loss": "bt", "max_length": 128, "batch_size": 8, "learning_rate": 5e-5,
+config = {"base_model": "minilm", "loss": "bt", "max_length": args.max_length, "batch_size": 8, "learning_rate": 5e-5,
           "max_steps": args.steps, "eval_fraction": 0.05, "seed": 0, "threads": args.threads, "min_pairs": 20}
 model_prompts = [c.prompt.text for c in held]
 held_oracle = [oracle[c.id] for c in held]
