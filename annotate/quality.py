@@ -133,12 +133,16 @@ def _scores(project: Project, candidate_ids: list[int]) -> list[dict[int, tuple[
     return models
 
 
-def _model_margins(project: Project, rows: list[JudgmentRow]) -> dict[int, list[float]]:
+def _all_scores(project: Project, rows: list[JudgmentRow]) -> list[dict[int, tuple[float, float]]]:
+    return _scores(project, sorted({r.candidate_a_id for r in rows} | {r.candidate_b_id for r in rows}))
+
+
+def _model_margins(project: Project, rows: list[JudgmentRow], models=None) -> dict[int, list[float]]:
     """Per judgment (a/b only), each model's conservative margin for the other answer: its score
     minus the chosen one's, less both ensemble spreads (a model unsure of its scores counts less)."""
     if not _model_scores:
         return {}
-    models = _scores(project, sorted({r.candidate_a_id for r in rows} | {r.candidate_b_id for r in rows}))
+    models = _all_scores(project, rows) if models is None else models
     margins: dict[int, list[float]] = defaultdict(list)
     for r in rows:
         if r.choice == "tie":
@@ -152,13 +156,13 @@ def _model_margins(project: Project, rows: list[JudgmentRow]) -> dict[int, list[
     return margins
 
 
-def judgment_flags(project: Project, rows: list[JudgmentRow] | None = None) -> dict[int, tuple[str, float]]:
+def judgment_flags(project: Project, rows: list[JudgmentRow] | None = None, models=None) -> dict[int, tuple[str, float]]:
     """Noise flags: judgment id -> (reason, strength). Reasons: `majority` (a strong majority of
     the other votes went the other way) and `reward_model` (the reward-model ensemble, and the
     online head when there is one, confidently prefer the other answer)."""
     rows = judgment_rows(project) if rows is None else rows
     by_comparison = _votes_by_comparison(rows)
-    margins = _model_margins(project, rows)
+    margins = _model_margins(project, rows, models)
     online: dict[int, float] = {}
     for fn in _online_heads:
         online.update(fn(project, rows))
@@ -216,7 +220,12 @@ def exclusions(project: Project, options: QualityFilter) -> Exclusions:
     if not (options.min_trust is not None or options.exclude_flagged):
         return Exclusions(frozenset(), settled, options.settled_only)
     rows = judgment_rows(project)
-    figures = annotator_figures(project, rows)
+    flags = judgment_flags(project, rows) if options.exclude_flagged else {}
+    return Exclusions(_left_out(rows, annotator_figures(project, rows), flags, options), settled,
+                      options.settled_only)
+
+
+def _left_out(rows: list[JudgmentRow], figures: list[q.AnnotatorFigures], flags: dict, options: QualityFilter):
     by_name = {f.username: f for f in figures}
     excluded = set()
     for r in rows:
@@ -228,23 +237,34 @@ def exclusions(project: Project, options: QualityFilter) -> Exclusions:
         if options.exclude_flagged and f.flags:
             excluded.add(r.id)
     if options.exclude_flagged:
-        excluded |= set(judgment_flags(project, rows))
-    return Exclusions(frozenset(excluded), settled, options.settled_only)
+        excluded |= set(flags)
+    return frozenset(excluded)
+
+
+def quality_summary(project: Project, min_trust: float = DEFAULT_MIN_TRUST) -> dict:
+    """Everything the project page shows, from one read of the judgments: annotator rows, how many
+    judgments each option removes (settled_only: those on unsettled comparisons), the bias report."""
+    rows = judgment_rows(project)
+    figures = annotator_figures(project, rows)
+    models = _all_scores(project, rows) if _model_scores else []
+    flags = judgment_flags(project, rows, models)
+    settled = settled_choices(project)
+    effects = {
+        "judgments": len(rows),
+        "min_trust": min_trust,
+        "min_trust_removes": len(_left_out(rows, figures, flags, QualityFilter(min_trust=min_trust))),
+        "exclude_flagged_removes": len(_left_out(rows, figures, flags, QualityFilter(exclude_flagged=True))),
+        "settled_only_removes": sum(r.comparison_id not in settled for r in rows),
+        "settled": len(settled),
+        "flagged_judgments": len(flags),
+    }
+    return {"annotators": [f.as_dict() for f in figures], "effects": effects,
+            "bias": bias_report(project, rows, figures, models)}
 
 
 def option_effects(project: Project, min_trust: float = DEFAULT_MIN_TRUST) -> dict:
     """How many judgments each option removes (settled_only: those on unsettled comparisons)."""
-    total = Judgment.objects.filter(project=project).count()
-    settled = settled_choices(project)
-    on_settled = Judgment.objects.filter(project=project, comparison_id__in=list(settled)).count()
-    return {
-        "judgments": total,
-        "min_trust": min_trust,
-        "min_trust_removes": len(exclusions(project, QualityFilter(min_trust=min_trust)).judgment_ids),
-        "exclude_flagged_removes": len(exclusions(project, QualityFilter(exclude_flagged=True)).judgment_ids),
-        "settled_only_removes": total - on_settled,
-        "settled": len(settled),
-    }
+    return quality_summary(project, min_trust)["effects"]
 
 
 def fingerprint(project: Project, options: QualityFilter) -> list:
@@ -264,11 +284,13 @@ def _share(successes: int, n: int) -> dict:
     return {"share": successes / n if n else None, "low": low, "high": high, "n": n}
 
 
-def bias_report(project: Project) -> dict:
+def bias_report(project: Project, rows: list[JudgmentRow] | None = None,
+                figures: list[q.AnnotatorFigures] | None = None, models=None) -> dict:
     """Position bias (share of left choices with a 95% Wilson interval) of the project, per
     annotator and per round; length bias: how often the longer answer wins, for the judgments and
     for the reward models' scores of the same pairs."""
-    rows = judgment_rows(project)
+    rows = judgment_rows(project) if rows is None else rows
+    figures = annotator_figures(project, rows) if figures is None else figures
     decided = [r for r in rows if r.choice != "tie" and r.shown_left]
     per_round: dict[int, list[JudgmentRow]] = defaultdict(list)
     for r in decided:
@@ -278,14 +300,14 @@ def bias_report(project: Project) -> dict:
     model = {"share": None, "low": None, "high": None, "n": 0}
     if _model_scores:
         pairs = {(r.candidate_a_id, r.candidate_b_id, r.a_chars > r.b_chars) for r in longer}
-        ids = sorted({i for a, b, _ in pairs for i in (a, b)})
+        models = _all_scores(project, rows) if models is None else models
         scored = [(scores[a][0] > scores[b][0]) == a_longer
-                  for scores in _scores(project, ids) for a, b, a_longer in pairs if a in scores and b in scores]
+                  for scores in models for a, b, a_longer in pairs if a in scores and b in scores]
         model = _share(sum(scored), len(scored))
     return {
         "position": _share(sum(map(_chose_left, decided)), len(decided)),
         "annotators": [{"username": f.username, **_share(f.left, f.decided), "p_value": f.left_p,
-                        "p_adjusted": f.left_p_adjusted} for f in annotator_figures(project, rows)],
+                        "p_adjusted": f.left_p_adjusted} for f in figures],
         "rounds": [{"round": k, **_share(sum(map(_chose_left, v)), len(v))} for k, v in sorted(per_round.items())],
         "length": {"judgments": _share(longer_wins, len(longer)), "reward_model": model},
     }

@@ -15,7 +15,7 @@ from django.views.decorators.http import require_GET, require_POST
 from .access import get_project_for_manager, get_project_for_member
 from .actions import ActionError
 from .models import Comparison, Judgment, Project, Settlement
-from .quality import annotator_statistics, bias_report, judgment_flags, option_effects
+from .quality import judgment_flags, quality_summary
 from .review import do_mark_gold, do_set_gold_share, do_settle, review_queue
 
 REVIEW_KEYS = [
@@ -128,7 +128,6 @@ def quality_panel(request, project):
     if membership is None or not membership.can_manage:
         return None
     return render_to_string("annotate/_quality_panel.html", {
-        "project": project, "annotators": annotator_statistics(project), "effects": option_effects(project),
-        "bias": bias_report(project), "gold_percent": round(project.gold_share * 100, 2),
+        "project": project, **quality_summary(project), "gold_percent": round(project.gold_share * 100, 2),
         "gold_count": Comparison.objects.filter(project=project, gold_choice__isnull=False).count(),
     }, request=request)
