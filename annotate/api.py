@@ -20,6 +20,8 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from rewards import quality as quality_stats
+
 from . import export as exporting
 from . import serializers as s
 from .access import get_project_for_manager, get_project_for_member
@@ -48,7 +50,9 @@ from .models import (
     WebhookDelivery,
     content_hash,
 )
+from .quality import annotator_statistics, bias_report
 from .queue import next_comparison_for
+from .review import do_mark_gold, do_settle
 from .tokens import create_token, revoke_token
 from .watermarks import horizon
 
@@ -324,7 +328,11 @@ class JudgmentList(generics.ListCreateAPIView):
             return Judgment.objects.none()
         project, membership = _member(self.request, self.kwargs["slug"])
         judgments = Judgment.objects.filter(project=project).select_related("annotator", "comparison")
+        self.sees_origin = membership.can_manage
         if not membership.can_manage:
+            # Gold must not be recognisable to the annotator: no origin filter, no origin column.
+            if "origin" in self.request.query_params:
+                raise ValidationError({"origin": ["Filtering by origin is for the project's managers."]})
             judgments = judgments.filter(annotator=self.request.user)
         return judgments
 
@@ -344,11 +352,13 @@ class JudgmentList(generics.ListCreateAPIView):
             item = {name: row[column] for name, column in zip(self.LIST_NAMES, self.LIST_COLUMNS, strict=True)}
             created = item["created_at"].isoformat()
             item["created_at"] = created[:-6] + "Z" if created.endswith("+00:00") else created
+            if not self.sees_origin:
+                item["origin"] = None
             results.append(item)
         return self.get_paginated_response(results)
 
     def create(self, request, *args, **kwargs):
-        project, _ = _member(request, kwargs["slug"])
+        project, membership = _member(request, kwargs["slug"])
         values = plain_judgment_values(request.data)
         if values is None:  # anything unusual goes through the serializer, which names what is wrong
             data = s.JudgmentSubmitSerializer(data=request.data)
@@ -364,9 +374,13 @@ class JudgmentList(generics.ListCreateAPIView):
                 return Response({"detail": exc.message}, status=status.HTTP_409_CONFLICT)
             _raise_api(exc)
         if result.created:
-            return Response(judgment_body(result.judgment, request.user), status=201)
-        judgment = Judgment.objects.select_related("annotator", "comparison").get(pk=result.judgment.pk)
-        return Response(s.JudgmentSerializer(judgment).data, status=200)
+            body = judgment_body(result.judgment, request.user)
+        else:
+            judgment = Judgment.objects.select_related("annotator", "comparison").get(pk=result.judgment.pk)
+            body = s.JudgmentSerializer(judgment).data
+        if not membership.can_manage:
+            body["origin"] = None  # gold is never recognisable to the annotator
+        return Response(body, status=201 if result.created else 200)
 
 
 # The two calls every judging cycle makes (`next`, then the judgment) build their answers directly:
@@ -469,6 +483,57 @@ class UndoJudgment(APIView):
         return NextComparison().get(request, slug)
 
 
+# --- quality control -----------------------------------------------------------------------------
+
+
+class ComparisonGold(APIView):
+    @extend_schema(summary="Mark a comparison gold with its known answer, or unmark it (manager)",
+                   request=s.GoldSerializer, responses={200: s.ComparisonSerializer})
+    def post(self, request, slug, pk):
+        project, _ = _manager(request, slug)
+        data = s.GoldSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            comparison = do_mark_gold(project, pk, data.validated_data["gold_choice"])
+        except ActionError as exc:
+            _raise_api(exc)
+        return Response(s.ComparisonSerializer(comparison).data)
+
+
+class ComparisonSettle(APIView):
+    @extend_schema(summary="Settle a comparison: a, b, tie or discard (reviewer, manager or owner)",
+                   request=s.SettleSerializer, responses={201: s.SettlementSerializer})
+    def post(self, request, slug, pk):
+        project, membership = _member(request, slug)
+        if not membership.can_review:
+            raise ApiPermissionDenied("Only the project's reviewers, managers and owners can settle comparisons.")
+        data = s.SettleSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            settlement = do_settle(project, request.user, pk, data.validated_data["decision"],
+                                   data.validated_data["note"])
+        except ActionError as exc:
+            _raise_api(exc)
+        return Response(s.SettlementSerializer(settlement).data, status=status.HTTP_201_CREATED)
+
+
+class AnnotatorStatistics(APIView):
+    @extend_schema(summary="Each annotator's quality figures, trust and flags (manager)",
+                   description=quality_stats.__doc__,
+                   responses={200: s.AnnotatorStatisticsSerializer(many=True)})
+    def get(self, request, slug):
+        project, _ = _manager(request, slug)
+        return Response(annotator_statistics(project))
+
+
+class BiasReport(APIView):
+    @extend_schema(summary="Position bias (project, annotators, rounds) and length bias (manager)",
+                   responses={200: OpenApiTypes.OBJECT})
+    def get(self, request, slug):
+        project, _ = _manager(request, slug)
+        return Response(bias_report(project))
+
+
 # --- export ------------------------------------------------------------------------------------
 
 
@@ -489,7 +554,9 @@ class ExportView(APIView):
             raise ValidationError(errors)
         q = query.validated_data
         options = exporting.ExportOptions(format=q["format"], votes=q["votes"], ties=q["ties"],
-                                          since_id=q.get("since_id"), round=q.get("round"), origin=q.get("origin"))
+                                          since_id=q.get("since_id"), round=q.get("round"), origin=q.get("origin"),
+                                          min_trust=q.get("min_trust"), exclude_flagged=q["exclude_flagged"],
+                                          settled_only=q["settled_only"])
         exported = exporting.write_export(project, options)
         if q["file"] == "parquet":
             path, content_type, suffix = exporting.parquet_copy(exported), "application/vnd.apache.parquet", "parquet"

@@ -1,5 +1,6 @@
 """Routes of the REST API (/api/v1/): tokens, projects, prompts, candidates, comparisons, judgments,
-the queue (next, skip, undo), export and webhooks, plus the OpenAPI schema and its docs page."""
+the queue (next, skip, undo), quality control (gold, settling, annotator statistics, bias), export
+and webhooks, plus the OpenAPI schema and its docs page."""
 
 from django.urls import path, register_converter
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
@@ -33,6 +34,10 @@ urlpatterns = [
     path(project + "candidates/", api.CandidateList.as_view(), name="api-candidates"),
     path(project + "comparisons/", api.ComparisonList.as_view(), name="api-comparisons"),
     path(project + "comparisons/<id:pk>/", api.ComparisonDetail.as_view(), name="api-comparison"),
+    path(project + "comparisons/<id:pk>/gold/", api.ComparisonGold.as_view(), name="api-comparison-gold"),
+    path(project + "comparisons/<id:pk>/settle/", api.ComparisonSettle.as_view(), name="api-comparison-settle"),
+    path(project + "annotators/", api.AnnotatorStatistics.as_view(), name="api-annotators"),
+    path(project + "bias/", api.BiasReport.as_view(), name="api-bias"),
     path(project + "judgments/", api.JudgmentList.as_view(), name="api-judgments"),
     path(project + "next/", api.NextComparison.as_view(), name="api-next"),
     path(project + "skip/", api.SkipComparison.as_view(), name="api-skip"),

@@ -10,7 +10,8 @@ Formats (chat-formatted rows where the project's prompts are conversations):
   trl-preference  prompt, chosen, rejected[, margin]     (TRL RewardTrainer, DPOTrainer)
   trl-unpaired    prompt, completion, label              (TRL KTOTrainer)
   rubric          prompt, response, one column per criterion (mean score)
-  raw             every judgment with its annotator, sources, timing and shown side
+  raw             every judgment with its annotator, sources, timing and shown side, and the
+                  reviewer's decision on its comparison (`settled`, null when unsettled)
 
 Votes on one comparison are resolved by `votes`:
   majority  the side with more votes wins; equal counts are a tie
@@ -22,6 +23,11 @@ A tie is dropped (`ties=drop`) or, with `ties=keep`, written as a pair (margin 0
 and every row of the file gets a boolean `tie` column (TRL ignores it; a tie-aware reward model
 reads it).
 An unpaired KTO row cannot express a tie, so trl-unpaired drops ties either way.
+
+Quality control (annotate.quality): a comparison a reviewer settled is one row with the settled
+label (a discarded one is left out), its votes kept in `raw`; `min_trust` leaves out the
+judgments of annotators whose trust is below it, `exclude_flagged` the noise-flagged judgments and
+those of flagged annotators, `settled_only` every comparison no reviewer settled.
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ from django.db.models import Count, Max, Sum
 from rewards.votes import VOTE_MODES, resolve
 
 from .models import Comparison, Judgment, Project
+from .quality import Exclusions, QualityFilter, exclusions, fingerprint
 
 EXPORT_FORMATS = ("trl-preference", "trl-unpaired", "rubric", "raw")
 TIE_MODES = ("drop", "keep")
@@ -62,6 +69,9 @@ class ExportOptions:
     until_id: int | None = None
     round: int | None = None
     origin: str | None = None
+    min_trust: float | None = None
+    exclude_flagged: bool = False
+    settled_only: bool = False
 
     def __post_init__(self):
         if self.format not in EXPORT_FORMATS:
@@ -70,6 +80,13 @@ class ExportOptions:
             raise ExportError(f"Unknown votes mode {self.votes!r}. Use one of: {', '.join(VOTE_MODES)}.")
         if self.ties not in TIE_MODES:
             raise ExportError(f"Unknown ties mode {self.ties!r}. Use one of: {', '.join(TIE_MODES)}.")
+        if self.min_trust is not None and (isinstance(self.min_trust, bool) or not isinstance(self.min_trust, int | float)
+                                           or not 0 <= self.min_trust <= 1):
+            raise ExportError(f"min_trust must be a number from 0 to 1, not {self.min_trust!r}.")
+
+    @property
+    def quality(self) -> QualityFilter:
+        return QualityFilter(self.min_trust, self.exclude_flagged, self.settled_only)
 
 
 @dataclass
@@ -178,12 +195,13 @@ def iter_rows(project: Project, options: ExportOptions, seen: Callable[[int], No
     """The export's rows, in a stable order; `seen(n)` counts the judgment rows read (see judgment_rows)."""
     where, params = _where(project, options)
     shapes = _Shapes(project)
+    left_out = exclusions(project, options.quality)
     if options.format == "raw":
-        yield from _raw_rows(where, params, shapes, seen)
+        yield from _raw_rows(where, params, shapes, left_out, seen)
     elif options.format == "rubric":
-        yield from _rubric_rows(project, where, params, shapes, seen)
+        yield from _rubric_rows(project, where, params, shapes, left_out, seen)
     else:
-        yield from _preference_rows(options, where, params, shapes, seen)
+        yield from _preference_rows(options, where, params, shapes, left_out, seen)
 
 
 def judgment_rows(project: Project, options: ExportOptions) -> int:
@@ -195,20 +213,36 @@ def judgment_rows(project: Project, options: ExportOptions) -> int:
     return count * 2 if options.format == "rubric" else count
 
 
-def _preference_rows(options: ExportOptions, where: str, params: list, shapes: _Shapes, seen=None) -> Iterator[dict]:
+def _kept(left_out: Exclusions, judgment_id: int, comparison_id: int) -> bool:
+    if comparison_id in left_out.settled:  # the reviewer's label stands; its votes stay in raw
+        return True
+    return not left_out.settled_only and judgment_id not in left_out.judgment_ids
+
+
+def _preference_rows(options: ExportOptions, where: str, params: list, shapes: _Shapes,
+                     left_out: Exclusions, seen=None) -> Iterator[dict]:
     weighted = options.votes == "weighted"
     current, votes, texts = None, [], None
-    for _, comparison_id, choice, strength, prompt_text, messages, a_text, b_text in _rows(
+
+    def finish():
+        settled = left_out.settled.get(current)
+        if settled == "discard":
+            return
+        # A reviewer's decision is the comparison's label, whatever the votes said.
+        yield from _pair_rows(options, [(settled, None)] if settled else votes, texts, shapes, weighted)
+
+    for judgment_id, comparison_id, choice, strength, prompt_text, messages, a_text, b_text in _rows(
         JUDGMENTS_SQL.format(where=where), params, seen
     ):
         if comparison_id != current:
-            if current is not None:
-                yield from _pair_rows(options, votes, texts, shapes, weighted)
+            if current is not None and (votes or current in left_out.settled):
+                yield from finish()
             current, votes = comparison_id, []
             texts = (prompt_text, messages, a_text, b_text)
-        votes.append((choice, strength))
-    if current is not None:
-        yield from _pair_rows(options, votes, texts, shapes, weighted)
+        if _kept(left_out, judgment_id, comparison_id):
+            votes.append((choice, strength))
+    if current is not None and (votes or current in left_out.settled):
+        yield from finish()
 
 
 def _pair_rows(options, votes, texts, shapes: _Shapes, weighted: bool) -> Iterator[dict]:
@@ -230,21 +264,23 @@ def _pair_rows(options, votes, texts, shapes: _Shapes, weighted: bool) -> Iterat
         yield row
 
 
-def _raw_rows(where: str, params: list, shapes: _Shapes, seen=None) -> Iterator[dict]:
+def _raw_rows(where: str, params: list, shapes: _Shapes, left_out: Exclusions, seen=None) -> Iterator[dict]:
     for (judgment_id, comparison_id, prompt_text, messages, a_text, b_text, a_source, b_source, username, choice,
          strength, rubric, rationale, shown_left, ms_spent, created_at, origin, round_) in _rows(
             RAW_SQL.format(where=where), params, seen):
+        if not _kept(left_out, judgment_id, comparison_id):
+            continue
         yield {
             "id": judgment_id, "comparison": comparison_id, "prompt": shapes.prompt(prompt_text, messages),
             "response_a": a_text, "response_b": b_text, "source_a": a_source, "source_b": b_source,
             "annotator": username, "choice": choice, "strength": strength, "rubric_scores": _json(rubric) or {},
             "rationale": rationale, "shown_left": shown_left, "ms_spent": ms_spent,
             "created_at": created_at if isinstance(created_at, str) else created_at.isoformat(),
-            "origin": origin, "round": round_,
+            "origin": origin, "round": round_, "settled": left_out.settled.get(comparison_id),
         }
 
 
-def _rubric_rows(project: Project, where: str, params: list, shapes: _Shapes, seen=None) -> Iterator[dict]:
+def _rubric_rows(project: Project, where: str, params: list, shapes: _Shapes, left_out: Exclusions, seen=None) -> Iterator[dict]:
     keys = list(project.criteria.values_list("key", flat=True))
     current, sums, counts, texts = None, {}, {}, None
 
@@ -255,9 +291,9 @@ def _rubric_rows(project: Project, where: str, params: list, shapes: _Shapes, se
             out[key] = round(sums[key] / counts[key], 4) if counts.get(key) else None
         return out
 
-    for candidate_id, letter, _, rubric, prompt_text, messages, response in _rows(
+    for candidate_id, letter, judgment_id, rubric, prompt_text, messages, response in _rows(
             RUBRIC_SQL.format(where=where), params + params, seen):
-        scores = _json(rubric) or {}
+        scores = (_json(rubric) or {}) if judgment_id not in left_out.judgment_ids else {}
         if candidate_id != current:
             if current is not None and counts:
                 yield row()
@@ -288,7 +324,8 @@ def _watermark(project: Project, options: ExportOptions) -> str:
         retired_n=Count("id"), retired_total=Sum("id"))
     stats = {key: int(value or 0) for key, value in {**stats, **retired}.items()}
     criteria = list(project.criteria.values_list("key", flat=True))
-    data = json.dumps([project.pk, project.conversational, criteria, asdict(options), stats], sort_keys=True)
+    quality = fingerprint(project, options.quality)
+    data = json.dumps([project.pk, project.conversational, criteria, asdict(options), stats, quality], sort_keys=True)
     return hashlib.sha256(data.encode()).hexdigest()
 
 

@@ -30,6 +30,7 @@ def random_tiebreak() -> int:
 class Role(models.TextChoices):
     OWNER = "owner", "Owner"
     MANAGER = "manager", "Manager"
+    REVIEWER = "reviewer", "Reviewer"
     ANNOTATOR = "annotator", "Annotator"
 
 
@@ -48,6 +49,13 @@ class Strength(models.TextChoices):
 class Side(models.TextChoices):
     A = "a", "A"
     B = "b", "B"
+
+
+class Decision(models.TextChoices):
+    A = "a", "A is better"
+    B = "b", "B is better"
+    TIE = "tie", "Tie"
+    DISCARD = "discard", "Discard"
 
 
 class ComparisonStatus(models.TextChoices):
@@ -74,6 +82,12 @@ class Project(models.Model):
     conversational = models.BooleanField(
         default=False, help_text="Prompts are chat transcripts; exports write chat-formatted rows."
     )
+    gold_share = models.FloatField(
+        default=0.0, help_text="Share of each annotator's queue drawn from gold comparisons (0 to 0.5)."
+    )
+    reviewers_settle_own = models.BooleanField(
+        default=False, help_text="Reviewers may settle comparisons they judged themselves."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -85,6 +99,7 @@ class Project(models.Model):
             models.CheckConstraint(
                 condition=Q(votes_wanted__gte=1, votes_wanted__lte=50), name="project_votes_wanted_1_to_50"
             ),
+            models.CheckConstraint(condition=Q(gold_share__gte=0, gold_share__lte=0.5), name="project_gold_share_0_to_half"),
         ]
 
     def __str__(self):
@@ -133,6 +148,10 @@ class Membership(models.Model):
     @property
     def can_manage(self) -> bool:
         return self.role in (Role.OWNER, Role.MANAGER)
+
+    @property
+    def can_review(self) -> bool:
+        return self.role in (Role.OWNER, Role.MANAGER, Role.REVIEWER)
 
 
 class Prompt(models.Model):
@@ -191,11 +210,18 @@ class Comparison(models.Model):
     origin = models.CharField(max_length=16, choices=Origin.choices, default=Origin.IMPORTED)
     round = models.PositiveIntegerField(default=0)
     gold_choice = models.CharField(max_length=8, choices=Choice.choices, null=True, blank=True)
+    # A reviewer's decision, which replaces the votes in export and training (the votes stay);
+    # the history of decisions is in Settlement.
+    settled_choice = models.CharField(max_length=8, choices=Decision.choices, null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["candidate_a", "candidate_b"], name="comparison_pair_unique"),
+            models.CheckConstraint(
+                condition=Q(settled_choice__isnull=True) | Q(settled_choice__in=Decision.values),
+                name="comparison_settled_choice_valid",
+            ),
             models.CheckConstraint(condition=Q(candidate_a__lt=F("candidate_b")), name="comparison_pair_ordered"),
             models.CheckConstraint(
                 condition=Q(votes_wanted__gte=1, votes_wanted__lte=50), name="comparison_votes_wanted_1_to_50"
@@ -279,6 +305,26 @@ class Judgment(models.Model):
 
     def __str__(self):
         return f"{self.annotator} on #{self.comparison_id}: {self.choice} {self.strength or ''}".strip()
+
+
+class Settlement(models.Model):
+    """A reviewer's decision on a comparison; the latest is the comparison's `settled_choice`,
+    earlier ones stay as its history."""
+
+    comparison = models.ForeignKey(Comparison, on_delete=models.CASCADE, related_name="settlements")
+    reviewer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="settlements")
+    decision = models.CharField(max_length=8, choices=Decision.choices)
+    note = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(decision__in=Decision.values), name="settlement_decision_valid"),
+        ]
+
+    def __str__(self):
+        return f"#{self.comparison_id} settled {self.decision} by {self.reviewer}"
 
 
 class Skip(models.Model):

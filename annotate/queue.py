@@ -37,6 +37,10 @@ def next_comparison_for(project: Project, annotator, now=None) -> Lease | None:
     - one unexpired lease per comparison: concurrent annotators never get the same one (a lost
       race moves on to the next; races lost are never taken for an empty queue);
     - left/right is drawn when the lease is taken and kept on the lease;
+    - with a project gold share g > 0, each new lease is drawn from the gold comparisons with
+      probability g (from the others otherwise; either falls back to the other when empty); gold
+      stays in every annotator's queue until they judged it (completion does not retire it), and
+      nothing in the lease tells it apart;
     - None only when nothing is left for this annotator: no open comparison they may take that
       another transaction does not hold locked at that moment;
     - the lease comes with its comparison, prompt and candidate texts loaded.
@@ -64,12 +68,12 @@ WITH held AS (
     WHERE annotator_id = %(user)s AND comparison_id = (
         SELECT l.comparison_id FROM annotate_lease l JOIN annotate_comparison c ON c.id = l.comparison_id
         WHERE l.annotator_id = %(user)s AND l.expires_at > %(now)s AND c.project_id = %(project)s
-          AND c.status = 'open'
+          AND {held_status}
         ORDER BY l.issued_at LIMIT 1)
     RETURNING comparison_id, shown_left, issued_at, expires_at
 ), pick AS (
     SELECT c.id FROM annotate_comparison c
-    WHERE NOT EXISTS (SELECT 1 FROM held) AND c.project_id = %(project)s AND c.status = 'open'
+    WHERE NOT EXISTS (SELECT 1 FROM held) AND c.project_id = %(project)s AND {pool}
       AND NOT EXISTS (SELECT 1 FROM annotate_judgment j WHERE j.comparison_id = c.id AND j.annotator_id = %(user)s)
       AND NOT EXISTS (SELECT 1 FROM annotate_skip s WHERE s.comparison_id = c.id AND s.annotator_id = %(user)s)
       AND NOT EXISTS (SELECT 1 FROM annotate_lease l WHERE l.comparison_id = c.id AND l.expires_at > %(now)s
@@ -99,7 +103,33 @@ LEFT JOIN annotate_candidate a ON a.id = c.candidate_a_id
 LEFT JOIN annotate_candidate b ON b.id = c.candidate_b_id"""
 
 
+# Which comparisons a pick draws from: every open one (no gold share: the index-only plan), the
+# open ones that are not gold, or the gold ones (open or complete: gold serves every annotator).
+POOLS = {
+    "any": "c.status = 'open'",
+    "plain": "c.status = 'open' AND c.gold_choice IS NULL",
+    "gold": "c.status <> 'retired' AND c.gold_choice IS NOT NULL",
+}
+HELD_STATUS = "(c.status = 'open' OR (c.gold_choice IS NOT NULL AND c.status <> 'retired'))"
+
+
+def pools_for(project: Project) -> list[str]:
+    """The order in which pools are tried for a new lease: gold first with the gold share's odds."""
+    share = getattr(project, "gold_share", 0.0) or 0.0
+    if share <= 0:
+        return ["any"]
+    return ["gold", "plain"] if secrets.randbelow(1_000_000) < share * 1_000_000 else ["plain", "gold"]
+
+
 def _next_on_postgresql(project: Project, annotator, now: datetime) -> Lease | None:
+    for pool in pools_for(project):
+        lease = _next_on_postgresql_from(project, annotator, now, pool)
+        if lease is not None:
+            return lease
+    return None
+
+
+def _next_on_postgresql_from(project: Project, annotator, now: datetime, pool: str) -> Lease | None:
     duration = lease_duration()
     params = {"user": annotator.pk, "project": project.pk, "now": now, "half": now + duration / 2,
               "expires": now + duration, "passed_over": []}
@@ -109,7 +139,7 @@ def _next_on_postgresql(project: Project, annotator, now: datetime) -> Lease | N
         # statistics, each statement was slow enough for all annotators to race for the same rows.
         while True:
             params["side"] = Side.A if secrets.randbits(1) else Side.B
-            cursor.execute(NEXT_POSTGRES_SQL, params)
+            cursor.execute(NEXT_POSTGRES_SQL.format(pool=POOLS[pool], held_status=HELD_STATUS), params)
             picked, shown_left, issued_at, expires_at, *comparison_row = cursor.fetchone()
             if comparison_row[0] is not None:
                 lease = Lease(comparison_id=comparison_row[0], annotator=annotator, shown_left=shown_left,
@@ -128,12 +158,13 @@ def _next_on_postgresql(project: Project, annotator, now: datetime) -> Lease | N
 HELD_SQL = """
 SELECT l.comparison_id, l.shown_left, l.issued_at, l.expires_at
 FROM annotate_lease l JOIN annotate_comparison c ON c.id = l.comparison_id
-WHERE l.annotator_id = %s AND l.expires_at > %s AND c.project_id = %s AND c.status = 'open'
+WHERE l.annotator_id = %s AND l.expires_at > %s AND c.project_id = %s
+  AND (c.status = 'open' OR (c.gold_choice IS NOT NULL AND c.status <> 'retired'))
 ORDER BY l.issued_at LIMIT 1"""
 
 CLAIM_SQL = """
 SELECT c.id FROM annotate_comparison c
-WHERE c.project_id = %s AND c.status = 'open'
+WHERE c.project_id = %s AND {pool}
   AND NOT EXISTS (SELECT 1 FROM annotate_judgment j WHERE j.comparison_id = c.id AND j.annotator_id = %s)
   AND NOT EXISTS (SELECT 1 FROM annotate_skip s WHERE s.comparison_id = c.id AND s.annotator_id = %s)
   AND NOT EXISTS (SELECT 1 FROM annotate_lease l WHERE l.comparison_id = c.id AND l.expires_at > %s AND l.annotator_id <> %s)
@@ -174,7 +205,11 @@ def _next_on_sqlite(project: Project, annotator, now: datetime) -> Lease | None:
                 cursor.execute("UPDATE annotate_lease SET expires_at = %s WHERE comparison_id = %s AND annotator_id = %s",
                                [db_datetime(expires_at), comparison_id, user_id])
         else:
-            claimed = _claim(cursor, project, user_id, now, duration)
+            claimed = None
+            for pool in pools_for(project):
+                claimed = _claim(cursor, project, user_id, now, duration, pool)
+                if claimed is not None:
+                    break
             if claimed is None:
                 return None
             comparison_id, shown_left = claimed
@@ -187,13 +222,14 @@ def _next_on_sqlite(project: Project, annotator, now: datetime) -> Lease | None:
     return lease
 
 
-def _claim(cursor, project: Project, user_id: int, now: datetime, duration: timedelta) -> tuple[int, str] | None:
+def _claim(cursor, project: Project, user_id: int, now: datetime, duration: timedelta,
+           pool: str = "any") -> tuple[int, str] | None:
     """Lease the first free comparison to the user: (comparison id, side shown left), or None."""
     lock = " FOR UPDATE OF c SKIP LOCKED" if connection.features.has_select_for_update_skip_locked else ""
     passed_over: list[int] = []
     while True:  # as on PostgreSQL: a lost race is never an empty queue
         exclude = f"AND c.id NOT IN ({', '.join(['%s'] * len(passed_over))})" if passed_over else ""
-        cursor.execute(CLAIM_SQL.format(passed_over=exclude) + lock,
+        cursor.execute(CLAIM_SQL.format(passed_over=exclude, pool=POOLS[pool]) + lock,
                        [project.pk, user_id, user_id, db_datetime(now), user_id, *passed_over])
         row = cursor.fetchone()
         if row is None:

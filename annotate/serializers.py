@@ -269,3 +269,46 @@ class ExportQuerySerializer(serializers.Serializer):
     since_id = serializers.IntegerField(required=False, min_value=0, max_value=MAX_ID)
     round = serializers.IntegerField(required=False, min_value=0, max_value=MAX_SMALL)
     origin = serializers.ChoiceField(choices=Comparison.Origin.values, required=False)
+    min_trust = serializers.FloatField(required=False, min_value=0, max_value=1,
+                                       help_text="Leave out judgments of annotators whose trust is below this.")
+    exclude_flagged = serializers.BooleanField(default=False,
+                                               help_text="Leave out noise-flagged judgments and flagged annotators.")
+    settled_only = serializers.BooleanField(default=False, help_text="Only comparisons a reviewer settled.")
+
+
+class GoldSerializer(serializers.Serializer):
+    gold_choice = serializers.ChoiceField(choices=["a", "b", "tie"], allow_null=True,
+                                          help_text="The known answer; null unmarks the comparison as gold.")
+
+
+class SettleSerializer(serializers.Serializer):
+    decision = serializers.ChoiceField(choices=["a", "b", "tie", "discard"])
+    note = serializers.CharField(required=False, allow_blank=True, default="", max_length=5000)
+
+
+class SettlementSerializer(serializers.Serializer):
+    comparison = serializers.IntegerField(source="comparison_id")
+    reviewer = serializers.CharField(source="reviewer.username")
+    decision = serializers.CharField()
+    note = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+
+class AnnotatorStatisticsSerializer(serializers.Serializer):
+    """One annotator's quality figures; null where there is nothing to estimate from."""
+
+    username = serializers.CharField()
+    judgments = serializers.IntegerField()
+    gold_accuracy = serializers.FloatField(allow_null=True)
+    gold_count = serializers.IntegerField()
+    majority_agreement = serializers.FloatField(allow_null=True)
+    majority_count = serializers.IntegerField()
+    left_rate = serializers.FloatField(allow_null=True)
+    left_count = serializers.IntegerField()
+    left_p_value = serializers.FloatField(allow_null=True)
+    left_p_adjusted = serializers.FloatField(allow_null=True)
+    median_seconds = serializers.FloatField(allow_null=True)
+    too_fast_share = serializers.FloatField(allow_null=True)
+    trust = serializers.FloatField(allow_null=True)
+    flagged = serializers.BooleanField()
+    reasons = serializers.ListField(child=serializers.CharField())

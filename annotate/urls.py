@@ -1,9 +1,10 @@
-"""Routes of the server-rendered pages: login, projects, the annotation screen, import, members, settings."""
+"""Routes of the server-rendered pages: login, projects, the annotation screen, import, members, settings,
+review and quality control."""
 
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from . import views
+from . import review_views, views
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -20,4 +21,8 @@ urlpatterns = [
     path("p/<slug:slug>/members/", views.members_page, name="members"),
     path("p/<slug:slug>/settings/", views.settings_page, name="settings"),
     path("p/<slug:slug>/comparisons/", views.comparisons_page, name="comparisons"),
+    path("p/<slug:slug>/comparisons/gold/", review_views.mark_gold, name="mark_gold"),
+    path("p/<slug:slug>/review/", review_views.review_page, name="review"),
+    path("p/<slug:slug>/review/settle/", review_views.settle, name="settle"),
+    path("p/<slug:slug>/quality/", review_views.quality_settings, name="quality_settings"),
 ]

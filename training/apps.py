@@ -11,9 +11,10 @@ class TrainingConfig(AppConfig):
     def ready(self):
         from annotate.panels import register
 
-        from . import kinds, listeners
+        from . import kinds, listeners, quality_signals
         from .panels import rounds_panel
 
         kinds.register_all()
         listeners.connect()
+        quality_signals.connect()
         register(rounds_panel)

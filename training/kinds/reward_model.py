@@ -28,7 +28,8 @@ def check(project: Project, config: RewardModelConfig) -> None:
 
 def execute(job: Job, config: RewardModelConfig, reporter: Reporter) -> Outcome:
     reporter.progress(0.01, "freezing a dataset snapshot")
-    snapshot = make_snapshot(job.project, "raw")
+    snapshot = make_snapshot(job.project, "raw", min_trust=config.min_trust, exclude_flagged=config.exclude_flagged,
+                             settled_only=config.settled_only)
     reporter.log(f"snapshot {snapshot.sha256} ({snapshot.rows} judgments up to #{snapshot.judgment_watermark})")
     output = scratch_dir(job)
     result = train_reward_model(snapshot_path(snapshot), output, config, criteria=criteria(job.project),

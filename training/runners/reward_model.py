@@ -57,6 +57,11 @@ class RewardModelConfig(RunConfig):
     min_pairs: int = field(default=20, metadata={"help": "refuse to train on fewer usable pairs"})
     seed: int = 0
     threads: int = field(default=0, metadata={"help": "torch threads on CPU; 0: cores − 1"})
+    min_trust: float | None = field(default=None, metadata={
+        "help": "leave out judgments of annotators whose trust is below this (0 to 1)"})
+    exclude_flagged: bool = field(default=False, metadata={
+        "help": "leave out noise-flagged judgments and those of flagged annotators"})
+    settled_only: bool = field(default=False, metadata={"help": "train only on comparisons a reviewer settled"})
 
     def __post_init__(self):
         check(self.loss in LOSSES, "loss", f"{self.loss!r} is not a loss; use one of {', '.join(LOSSES)}")
@@ -73,6 +78,7 @@ class RewardModelConfig(RunConfig):
         check(0 < self.eval_fraction < 0.9, "eval_fraction", "must be between 0 and 0.9")
         check(self.min_pairs >= 1, "min_pairs", "must be at least 1")
         check(self.threads >= 0, "threads", "must be 0 (automatic) or more")
+        check(self.min_trust is None or 0 <= self.min_trust <= 1, "min_trust", "must be a number from 0 to 1")
         check(bool(self.base_model.strip()), "base_model", "name a model: 'minilm', a path or a hub id")
 
     @property
@@ -114,6 +120,11 @@ def load_pairs(snapshot: Path, config: RewardModelConfig, criteria: list[dict]) 
     for rows in by_comparison.values():
         first = rows[0]
         votes = [(r["choice"], r["strength"]) for r in rows]
+        settled = first.get("settled")
+        if settled == "discard":
+            continue
+        if settled:  # a reviewer's decision is the comparison's label
+            votes = [(settled, None)]
         rubric = _mean_rubric(rows, criteria)
         for winner, margin in resolve(votes, config.vote_mode):
             if winner == "tie" and not keep_ties:

@@ -25,17 +25,22 @@ class Command(BaseCommand):
         parser.add_argument("--since-id", type=int)
         parser.add_argument("--round", type=int)
         parser.add_argument("--origin")
+        parser.add_argument("--min-trust", type=float, help="leave out annotators whose trust is below this (0-1)")
+        parser.add_argument("--exclude-flagged", action="store_true", help="leave out noise flags and flagged annotators")
+        parser.add_argument("--settled-only", action="store_true", help="only comparisons a reviewer settled")
         parser.add_argument("--out", help="Where to copy the file (default: print the stored file's path).")
         parser.add_argument("--gzip", action="store_true")
         parser.add_argument("--parquet", action="store_true")
 
-    def handle(self, *args, project, format, votes, ties, since_id, round, origin, out, gzip, parquet, **options):
+    def handle(self, *args, project, format, votes, ties, since_id, round, origin, out, gzip, parquet, min_trust,
+               exclude_flagged, settled_only, **options):
         target = Project.objects.filter(slug=project).first()
         if target is None:
             raise CommandError(f"No project with slug {project!r}.")
         try:
             options_ = exporting.ExportOptions(format=format, votes=votes, ties=ties, since_id=since_id, round=round,
-                                               origin=origin)
+                                               origin=origin, min_trust=min_trust, exclude_flagged=exclude_flagged,
+                                               settled_only=settled_only)
         except exporting.ExportError as exc:
             raise CommandError(str(exc)) from None
         with CommandProgress(exporting.judgment_rows(target, options_), f"exporting {project} ({format})",
