@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('annotate', '0003_api_tokens_webhooks'),
+        ('annotate', '0006_judgment_txid'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
