@@ -199,7 +199,7 @@ PREFLOOP_HEAD_MIN_JUDGMENTS = env_int("PREFLOOP_HEAD_MIN_JUDGMENTS", 30)
 PREFLOOP_HEAD_L2 = env_float("PREFLOOP_HEAD_L2", 3.0)
 PREFLOOP_HEAD_MAX_PAIRS = env_int("PREFLOOP_HEAD_MAX_PAIRS", 5000)  # latest judgments a refit learns from
 PREFLOOP_HEAD_MAX_OPEN = env_int("PREFLOOP_HEAD_MAX_OPEN", 50000)  # open comparisons a refit reorders
-PREFLOOP_HEAD_EMBED_PER_RUN = env_int("PREFLOOP_HEAD_EMBED_PER_RUN", 2000)
+PREFLOOP_HEAD_EMBED_PER_RUN = env_int("PREFLOOP_HEAD_EMBED_PER_RUN", 500)  # ~15 s of CPU a run
 PREFLOOP_HEAD_MAX_LENGTH = env_int("PREFLOOP_HEAD_MAX_LENGTH", 256)
 PREFLOOP_HEAD_WITH_PROMPT = env_bool("PREFLOOP_HEAD_WITH_PROMPT", False)
 # Runners know nothing of Django: they read the model cache (SmolLM2 converted from GGUF) from here.

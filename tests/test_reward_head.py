@@ -189,3 +189,67 @@ def test_the_worker_refits_in_the_background(celery_worker_process, hh_project, 
     assert head.status == RewardHead.Status.FITTED, (head.message, celery_worker_process.log_path.read_text()[-3000:])
     assert head.refit_queued_at is None
     assert Comparison.objects.filter(project=project, status="open").exclude(priority=0).count() == 50
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_priority_write_in_flight_never_holds_up_next(demo_pairs, users):
+    """While a refit's chunk holds the top comparisons locked, `next` serves the next free one at
+    once (SKIP LOCKED) instead of waiting; a statement timeout turns a wait into a failure."""
+    import threading
+
+    from django.db import connection, transaction
+
+    from training.reward_head import write_priorities
+
+    if connection.vendor != "postgresql":
+        pytest.skip("SKIP LOCKED is PostgreSQL's; SQLite serialises writers by design")
+    order = queue_order(demo_pairs)
+    locked, release, failures = threading.Event(), threading.Event(), []
+
+    def refit_chunk():
+        try:
+            with transaction.atomic():
+                write_priorities(order[:5], np.full(5, 9.0))  # nested: commits only when the block ends
+                locked.set()
+                release.wait(30)
+        except Exception as exc:  # pragma: no cover - reported below
+            failures.append(exc)
+        finally:
+            locked.set()
+            connection.close()
+
+    writer = threading.Thread(target=refit_chunk)
+    writer.start()
+    try:
+        assert locked.wait(30)
+        with connection.cursor() as cursor:
+            cursor.execute("SET statement_timeout = 5000")
+        lease = next_comparison_for(demo_pairs, users["annotator"])
+        assert lease is not None and lease.comparison_id not in order[:5]
+    finally:
+        release.set()
+        writer.join(30)
+        with connection.cursor() as cursor:
+            cursor.execute("SET statement_timeout = 0")
+    assert not failures
+    assert set(Comparison.objects.filter(pk__in=order[:5]).values_list("priority", flat=True)) == {9.0}
+
+
+def test_a_failed_refit_says_why_keeps_the_order_and_waits_for_k_more(hh_project, users, monkeypatch):
+    project = hh_project
+    judge(project, users["annotator"], project.chosen, 20)
+    before = queue_order(project)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the encoder's files are missing")
+
+    monkeypatch.setattr("training.reward_head.embed_candidates", broken)
+    assert due_projects() == [project.pk]
+    with pytest.raises(RuntimeError):
+        refit(project)
+    head = RewardHead.objects.get(project=project)
+    assert head.status == RewardHead.Status.FAILED and "the encoder's files are missing" in head.message
+    assert head.refit_queued_at is None and queue_order(project) == before
+    assert due_projects() == []  # not retried on every check
+    judge(project, users["annotator"], project.chosen, 10)
+    assert due_projects() == [project.pk]

@@ -29,7 +29,7 @@ from .models import CandidateEmbedding, JudgmentNoise, RewardHead
 log = logging.getLogger(__name__)
 
 ENCODER = "minilm"
-PRIORITY_CHUNK = 2000
+PRIORITY_CHUNK = 500  # rows a priority write locks at once (a few ms)
 QUEUED_TIMEOUT = timedelta(minutes=10)  # a refit asked for longer ago than this was lost: ask again
 
 
@@ -73,8 +73,10 @@ def due_projects(now=None) -> list[int]:
                 RewardHead.objects.filter(pk=head.pk).update(
                     status=RewardHead.Status.WAITING, judgments_seen=n, message=waiting_message(n, head.min_judgments))
             continue
-        fresh = head.fits > 0 and abs(n - head.judgments_seen) < head.refit_every
-        if fresh and head.pending_embeddings == 0 and head.status != RewardHead.Status.WAITING:
+        recent = abs(n - head.judgments_seen) < head.refit_every
+        if head.status == RewardHead.Status.FAILED and recent:
+            continue  # a failed refit is tried again after K more judgments, not every check
+        if head.fits > 0 and recent and head.pending_embeddings == 0 and head.status != RewardHead.Status.WAITING:
             continue
         unqueued = Q(refit_queued_at__isnull=True) | Q(refit_queued_at__lt=now - QUEUED_TIMEOUT)
         if RewardHead.objects.filter(unqueued, pk=head.pk).update(refit_queued_at=now):
@@ -212,8 +214,9 @@ def refit(project: Project) -> RefitResult:
     except Exception as exc:
         log.exception("reward head refit failed for project %s", project.pk)
         RewardHead.objects.filter(pk=head.pk).update(
-            status=RewardHead.Status.FAILED, message=f"The last refit failed ({type(exc).__name__}: {exc})"[:300],
-            refit_queued_at=None)
+            status=RewardHead.Status.FAILED, message=f"The last refit failed ({type(exc).__name__}: {exc}); the "
+            "queue keeps its order, and the head tries again after K more judgments."[:300],
+            judgments_seen=Judgment.objects.filter(project=project).count(), refit_queued_at=None)
         raise
 
 
