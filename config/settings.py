@@ -8,7 +8,7 @@ from pathlib import Path
 
 import dj_database_url
 
-from .env import env_bool, env_int, env_list, env_path, env_str
+from .env import env_bool, env_float, env_int, env_list, env_path, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = env_path("PREFLOOP_DATA_DIR", BASE_DIR / "var")
@@ -231,6 +231,16 @@ PREFLOOP_JOB_REQUEUE_SECONDS = env_int("PREFLOOP_JOB_REQUEUE_SECONDS", 300)
 PREFLOOP_JOB_MAX_ATTEMPTS = env_int("PREFLOOP_JOB_MAX_ATTEMPTS", 2)
 # Per-kind overrides of attempts and time limits, as JSON: {"dpo": {"max_attempts": 3, "time_limit_seconds": 7200}}
 PREFLOOP_JOB_LIMITS = json.loads(env_str("PREFLOOP_JOB_LIMITS", "{}"))
+# The always-fresh reward head (training/reward_head.py): refit after K new judgments, once a
+# project has the minimum; MiniLM embeddings of each response, cached per candidate.
+PREFLOOP_HEAD_REFIT_EVERY = env_int("PREFLOOP_HEAD_REFIT_EVERY", 20)
+PREFLOOP_HEAD_MIN_JUDGMENTS = env_int("PREFLOOP_HEAD_MIN_JUDGMENTS", 30)
+PREFLOOP_HEAD_L2 = env_float("PREFLOOP_HEAD_L2", 3.0)
+PREFLOOP_HEAD_MAX_PAIRS = env_int("PREFLOOP_HEAD_MAX_PAIRS", 5000)  # latest judgments a refit learns from
+PREFLOOP_HEAD_MAX_OPEN = env_int("PREFLOOP_HEAD_MAX_OPEN", 50000)  # open comparisons a refit reorders
+PREFLOOP_HEAD_EMBED_PER_RUN = env_int("PREFLOOP_HEAD_EMBED_PER_RUN", 500)  # ~15 s of CPU a run
+PREFLOOP_HEAD_MAX_LENGTH = env_int("PREFLOOP_HEAD_MAX_LENGTH", 256)
+PREFLOOP_HEAD_WITH_PROMPT = env_bool("PREFLOOP_HEAD_WITH_PROMPT", False)
 # Runners know nothing of Django: they read the model cache (SmolLM2 converted from GGUF) from here.
 os.environ.setdefault("PREFLOOP_MODEL_CACHE", str(DATA_DIR / "models"))
 
@@ -264,7 +274,10 @@ CELERY_BEAT_SCHEDULE = {
     "judgment-webhooks": {"task": "annotate.tasks.check_judgment_webhooks", "schedule": 15.0},
     "resend-stuck-deliveries": {"task": "annotate.tasks.resend_stuck_deliveries", "schedule": 60.0},
     "sweep-jobs": {"task": "training.sweep_jobs", "schedule": 30.0},
+    "reward-heads": {"task": "training.check_reward_heads",
+                     "schedule": float(env_int("PREFLOOP_HEAD_CHECK_SECONDS", 10))},
 }
+CELERY_IMPORTS = ("training.head_tasks",)
 
 LOGGING = {
     "version": 1,

@@ -4,7 +4,7 @@ from django.urls import path
 
 import annotate.api_urls  # noqa: F401 -- registers the "id" path converter these routes use
 
-from . import api
+from . import api, ranking_api
 
 urlpatterns = [
     path("jobs/", api.JobList.as_view(), name="api-jobs"),
@@ -14,4 +14,6 @@ urlpatterns = [
     path("jobs/<id:pk>/retry/", api.JobRetry.as_view(), name="api-job-retry"),
     path("checkpoints/", api.CheckpointList.as_view(), name="api-checkpoints"),
     path("checkpoints/<id:pk>/", api.CheckpointDetail.as_view(), name="api-checkpoint"),
+    path("projects/<slug:slug>/leaderboard/", ranking_api.LeaderboardView.as_view(), name="api-leaderboard"),
+    path("projects/<slug:slug>/reward-head/", ranking_api.RewardHeadView.as_view(), name="api-reward-head"),
 ]

@@ -12,9 +12,11 @@ class TrainingConfig(AppConfig):
         from annotate.panels import register
 
         from . import kinds, listeners, quality_signals
+        from .head_views import head_panel
         from .panels import rounds_panel
 
         kinds.register_all()
         listeners.connect()
         quality_signals.connect()
         register(rounds_panel)
+        register(head_panel)

@@ -228,3 +228,79 @@ class RoundPair(models.Model):
 
     def __str__(self):
         return f"round {self.round}: comparison {self.comparison_id}, new side {self.new_candidate_id}"
+
+
+class CandidateEmbedding(models.Model):
+    """A response's frozen encoder embedding, computed once and kept: the reward head's input.
+    `encoder` names the encoder and what it read, so a change of either recomputes it."""
+
+    candidate = models.OneToOneField(Candidate, on_delete=models.CASCADE, primary_key=True, related_name="embedding")
+    encoder = models.CharField(max_length=100)
+    dim = models.PositiveSmallIntegerField()
+    vector = models.BinaryField(help_text="float32, little-endian")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self):
+        return f"{self.encoder} embedding of candidate {self.candidate_id}"
+
+
+class HeadStatus(models.TextChoices):
+    WAITING = "waiting", "Waiting for judgments"
+    FITTED = "fitted", "Ordering the queue"
+    OFF = "off", "Off"
+    FAILED = "failed", "Failed"
+
+
+class RewardHead(models.Model):
+    """A project's always-fresh reward head (a Bradley–Terry ensemble on frozen embeddings): its
+    settings, its last fit, and what it did to the queue. One per project, made on first need."""
+
+    Status = HeadStatus
+
+    project = models.OneToOneField(Project, on_delete=models.CASCADE, related_name="reward_head")
+    enabled = models.BooleanField(default=True, help_text="Set the priorities of open comparisons.")
+    refit_every = models.PositiveIntegerField(default=20, help_text="Refit after this many new judgments (K).")
+    min_judgments = models.PositiveIntegerField(
+        default=30, help_text="Below this the queue keeps its current order.")
+    members = models.PositiveSmallIntegerField(default=8, help_text="Heads in the bootstrap ensemble.")
+    status = models.CharField(max_length=12, choices=HeadStatus.choices, default=HeadStatus.WAITING)
+    message = models.CharField(max_length=300, blank=True)
+    judgments_seen = models.PositiveIntegerField(default=0, help_text="Judgments in the project at the last fit.")
+    fits = models.PositiveIntegerField(default=0)
+    fitted_at = models.DateTimeField(null=True, blank=True)
+    fit_seconds = models.FloatField(null=True, blank=True)
+    encoder = models.CharField(max_length=100, blank=True)
+    weights = models.BinaryField(null=True, blank=True, help_text="float32 [members, features]")
+    metrics = models.JSONField(default=dict, blank=True)
+    pending_embeddings = models.PositiveIntegerField(default=0)
+    refit_queued_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(status__in=HeadStatus.values), name="reward_head_status_valid"),
+            models.CheckConstraint(condition=Q(refit_every__gte=1), name="reward_head_refit_every_at_least_1"),
+            models.CheckConstraint(condition=Q(members__gte=1, members__lte=32), name="reward_head_members_1_to_32"),
+        ]
+
+    def __str__(self):
+        return f"reward head of {self.project} ({self.status})"
+
+
+class JudgmentNoise(models.Model):
+    """The reward head's disagreement with one judgment: the probability it gives the side the
+    annotator did not choose, from ensemble members that never saw that judgment where there
+    are any. High values are candidates for a second look (label noise, carelessness)."""
+
+    judgment = models.OneToOneField("annotate.Judgment", on_delete=models.CASCADE, primary_key=True,
+                                    related_name="noise")
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    disagreement = models.FloatField()
+    out_of_bag = models.BooleanField(default=True)
+    fit = models.PositiveIntegerField(help_text="The head's fit number that computed it.")
+
+    class Meta:
+        indexes = [models.Index(fields=["project", "-disagreement"], name="noise_by_disagreement")]
+
+    def __str__(self):
+        return f"judgment {self.judgment_id}: {self.disagreement:.2f}"

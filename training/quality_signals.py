@@ -2,9 +2,9 @@
 ensemble's scores of responses, registered at start-up so judgments the models confidently
 contradict are flagged, and the reward model's length bias shows beside the annotators'.
 
-The online reward head (per-judgment disagreement) plugs in with
-`annotate.quality.register_online_head(fn)`, fn(project, rows) -> {judgment_id: P(other answer
-better)}; see `online_head_against` for the slot it fills.
+The online reward head (training.reward_head) plugs in through
+`annotate.quality.register_online_head`: its stored per-judgment disagreement is the probability
+it gives the answer the annotator did not choose.
 """
 
 from __future__ import annotations
@@ -35,12 +35,15 @@ def scores_fingerprint(project) -> list:
 
 
 def online_head_against(project, rows) -> dict[int, float]:
-    """The slot of the online reward head: {judgment id: P(the other answer is better)}. Empty
-    until the online head is merged; it then registers its own function in place of this one."""
-    return {}
+    """{judgment id: P(the other answer is better)} by the online reward head, for the judgments
+    it has seen (out-of-bag members where it has them); absent ones carry no signal."""
+    from .reward_head import judgment_disagreement
+
+    return judgment_disagreement(row.id for row in rows)
 
 
 def connect() -> None:
-    from annotate.quality import register_model_scores
+    from annotate.quality import register_model_scores, register_online_head
 
     register_model_scores(ensemble_scores, scores_fingerprint)
+    register_online_head(online_head_against)

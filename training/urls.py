@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from . import views
+from . import head_views, leaderboard_views, views
 
 urlpatterns = [
     path("p/<slug:slug>/jobs/", views.jobs_page, name="jobs"),
@@ -14,4 +14,7 @@ urlpatterns = [
     path("p/<slug:slug>/rounds/next/", views.round_launch, name="round_launch"),
     path("p/<slug:slug>/models/", views.models_page, name="models"),
     path("p/<slug:slug>/models/<int:checkpoint_id>/", views.model_page, name="model"),
+    path("p/<slug:slug>/leaderboard/", leaderboard_views.leaderboard_page, name="leaderboard"),
+    path("p/<slug:slug>/leaderboard/plot.png", leaderboard_views.leaderboard_plot, name="leaderboard_plot"),
+    path("p/<slug:slug>/reward-head/", head_views.head_settings, name="head_settings"),
 ]
