@@ -6,8 +6,9 @@ class TrainingConfig(AppConfig):
     verbose_name = "Training"
 
     def ready(self):
-        from annotate.panels import register
+        from annotate.panels import register, register_import_origin
 
-        from .panels import rounds_panel
+        from .panels import generated_imports, rounds_panel
 
         register(rounds_panel)
+        register_import_origin(generated_imports)

@@ -41,7 +41,8 @@ DPO_LOSSES = ("sigmoid", "ipo", "robust")
 class DPOConfig(RunConfig):
     base_model: str = field(default="smollm2", metadata={
         "help": "the policy to start from: 'smollm2', a path, or a hub id (a job fills it from `parent`)"})
-    loss_type: str = field(default="sigmoid", metadata={"help": "sigmoid (DPO), ipo, or robust (label-smoothed)"})
+    loss_type: str = field(default="sigmoid", metadata={"help": "the preference loss", "choices": {
+        "sigmoid": "DPO", "ipo": "IPO (less prone to overfitting)", "robust": "robust DPO (label-smoothed, noisy votes)"}})
     beta: float = field(default=0.1, metadata={"help": "strength of the pull toward the reference"})
     label_smoothing: float = field(default=0.1, metadata={"help": "ε for the robust loss (noisy votes)"})
     margin_scale: float = field(default=0.0, metadata={

@@ -25,8 +25,9 @@ class GenerateConfig(RunConfig):
     temperature: float = field(default=0.7, metadata={"help": "0: greedy"})
     top_p: float = 0.95
     batch_size: int = 8
-    backend: str = field(default="auto", metadata={"help": "transformers, vllm, or auto (vllm when installed and "
-                                                           "a GPU is there)"})
+    backend: str = field(default="auto", metadata={"help": "what generates the answers", "choices": {
+        "auto": "vLLM when installed and a GPU is there, else transformers", "transformers": "transformers generate",
+        "vllm": "vLLM (needs a GPU)"}})
     compare_with_parent: bool = field(default=True, metadata={
         "help": "also answer with the parent policy and enqueue new-vs-parent comparisons"})
     priority_from_reward_model: bool = field(default=True, metadata={

@@ -40,9 +40,13 @@ from .base import (
 class RewardModelConfig(RunConfig):
     base_model: str = field(default="minilm", metadata={
         "help": "'minilm' (shipped, trains on CPU), a local path, or a Hugging Face id"})
-    loss: str = field(default="bt", metadata={"help": "bt, bt_margin, label_smoothing or tie_aware"})
-    votes: str = field(default="majority", metadata={
-        "help": "majority, all or weighted (bt_margin uses weighted margins)"})
+    loss: str = field(default="bt", metadata={"help": "how a vote becomes a loss", "choices": {
+        "bt": "Bradley–Terry", "bt_margin": "Bradley–Terry with the vote's margin",
+        "label_smoothing": "Bradley–Terry with label smoothing (noisy votes)",
+        "tie_aware": "Rao–Kupper: ties are learned too"}})
+    votes: str = field(default="majority", metadata={"help": "several votes on one comparison", "choices": {
+        "majority": "the majority side, one pair", "all": "a pair per vote",
+        "weighted": "one pair with a margin (bt_margin reads it)"}})
     label_smoothing: float = field(default=0.1, metadata={"help": "ε for label_smoothing"})
     tie_threshold: float = field(default=1.0, metadata={"help": "θ of the tie-aware (Rao–Kupper) loss"})
     rubric: bool = field(default=False, metadata={"help": "also regress the project's rubric criteria"})
