@@ -118,7 +118,8 @@ def train_dpo(snapshot: Path, output_dir: Path, config: DPOConfig, *, reporter: 
         raise RunFailed(f"The snapshot has {len(rows)} usable preference pairs ({len(train)} to train, "
                         f"{len(held_out)} held out); DPO needs at least {config.min_pairs} to train and one held out. "
                         "Collect more judgments (ties do not count), or lower min_pairs.")
-    reporter.progress(0.02, "loading the policy")
+    reporter.progress(0.02, f"loading the policy {config.base_model}")
+    reporter.log(f"loading the policy {config.base_model}")  # logged too: a progress message can be throttled
     set_seed(config.seed)  # LoRA's initial weights too: same seed and data, same policy
     tokenizer, model = load_policy(config.base_model)
     limit = context_length(model)

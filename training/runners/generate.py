@@ -83,6 +83,8 @@ def generate_answers(model_name: str, prompts: list[tuple[int, object]], output:
 def _generate_transformers(model_name, prompts, config, reporter):
     import torch
 
+    reporter.progress(0.0, f"loading {model_name}")
+    reporter.log(f"loading {model_name}")  # logged too: a progress message can be throttled
     tokenizer, model = load_policy(model_name, for_generation=True)
     check_prompt_lengths(tokenizer, [p for _, p in prompts], context_length(model) - config.max_new_tokens,
                          "the model's context less max_new_tokens")

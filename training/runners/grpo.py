@@ -171,7 +171,8 @@ def train_grpo(prompts_path: Path, output_dir: Path, config: GRPOConfig, *, rewa
         raise RunFailed(f"{len(rows)} prompts: {len(train)} left to train on after holding {len(held)} out, fewer "
                         f"than prompts_per_step={config.prompts_per_step}. Add prompts or lower those settings.")
     functions, weights = build_rewards(config, reward_model_dir)
-    reporter.progress(0.02, "loading the policy")
+    reporter.progress(0.02, f"loading the policy {config.base_model}")
+    reporter.log(f"loading the policy {config.base_model}")  # logged too: a progress message can be throttled
     set_seed(config.seed)  # LoRA's initial weights too: same seed and data, same policy
     tokenizer, model = load_policy(config.base_model, for_generation=True)
     limit = context_length(model)

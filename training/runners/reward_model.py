@@ -233,6 +233,9 @@ def train_reward_model(snapshot: Path, output_dir: Path, config: RewardModelConf
     for member in range(config.ensemble_size):
         reporter.checkpoint()
         set_seed(config.seed + member)  # the new head's weights too: same seed and data, same model
+        reporter.progress(0.95 * member / config.ensemble_size, f"member {member + 1}/{config.ensemble_size}: "
+                          f"loading {config.base_model}")
+        reporter.log(f"member {member + 1}: loading {config.base_model}")  # logged too: progress can be throttled
         tokenizer, model = _load_backbone(config.base_model, outputs)
         dataset = _dataset(train, tokenizer, config, rubric=bool(criteria))
         report = trainer_callback(
