@@ -58,9 +58,10 @@ from .tokens import create_token, revoke_token
 NEW_ACCOUNT_SESSION_KEY = "prefloop:new-account"
 
 KEYS = [
-    ("1", "left response is better (← too, when nothing scrolls sideways)"),
-    ("2", "right response is better (→ too, when nothing scrolls sideways)"),
-    ("3", "tie (↓ too, when nothing on the page scrolls)"),
+    ("1  ←", "left response is better"),
+    ("2  →", "right response is better"),
+    ("3  ↓", "tie"),
+    ("← → ↓", "choose only while they would scroll nothing; 1 2 3 always do"),
     ("Q W E", "slightly / clearly / decisively"),
     ("R", "score the rubric (Tab moves, Esc leaves)"),
     ("N", "write a rationale (Esc leaves)"),

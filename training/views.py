@@ -46,6 +46,10 @@ def _job_list_context(project):
     """The latest 50 top-level jobs, each pipeline with its steps grouped under it."""
     rows = list(Job.objects.filter(project=project, parent__isnull=True).select_related("checkpoint")
                 .prefetch_related(Prefetch("steps", queryset=Job.objects.order_by("id")))[:50])
+    for job in rows:
+        job.shown_progress = job.progress
+        if jobs.kinds()[job.kind].pipeline:
+            job.shown_progress = watch.pipeline_steps(job, list(job.steps.all()))[1]
     active = any(not j.finished or any(not s.finished for s in j.steps.all()) for j in rows)
     return {"jobs": rows, "active": active}
 

@@ -46,9 +46,10 @@ def _kind_label(kind: str) -> str:
     return dict(Job.Kind.choices).get(kind, kind)
 
 
-def pipeline_steps(pipeline: Job) -> tuple[list[Step], float]:
+def pipeline_steps(pipeline: Job, launched: list[Job] | None = None) -> tuple[list[Step], float]:
     """The pipeline's planned steps, each with its job once launched (this attempt's), and the
-    progress of the whole: finished steps count whole, the running one by its own progress."""
+    progress of the whole: finished steps count whole, the running one by its own progress.
+    `launched`: its step jobs in id order, when the caller has them already."""
     from .pipeline import plan
 
     spec = jobs.kinds()[pipeline.kind]
@@ -56,7 +57,7 @@ def pipeline_steps(pipeline: Job) -> tuple[list[Step], float]:
         planned = plan(spec.config.from_dict(pipeline.config))
     except Exception:  # a config from an older version: show the steps that ran
         planned = []
-    launched = list(pipeline.steps.order_by("id"))
+    launched = list(pipeline.steps.order_by("id")) if launched is None else launched
     if pipeline.started_at:
         launched = [s for s in launched if s.created_at >= pipeline.started_at] or launched
     kinds = planned if len(planned) >= len(launched) else [s.kind for s in launched]
