@@ -319,7 +319,7 @@ def test_the_project_page_says_each_status_once_and_names_generated_imports(made
     html = login(users["owner"]).get(reverse("project", args=[demo_pairs.slug])).content.decode()
     latest = re.search(r'<p id="latest-round">.*?</p>', html, re.S).group(0)
     assert re.sub(r"<[^>]+>", " ", latest).split().count("succeeded") == 1  # not "succeeded succeeded"
-    imports = re.search(r'<table class="list" id="imports">.*?</table>', html, re.S).group(0)
+    imports = re.search(r'<table class="list stack" id="imports">.*?</table>', html, re.S).group(0)
     generate = made["generate"]
     assert f"round 1 answers, job #{generate.pk}" in imports and '<td data-label="By">manager</td>' in imports
 
