@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.db import connection
 from django.test import Client
 
 from annotate.models import Comparison, Membership, Project, Prompt
@@ -134,6 +135,7 @@ def test_a_running_jobs_poll_leaves_config_and_result_open(site, demo_pairs, use
         assert "heldout_accuracy_after" in page.locator("#job-result-json").inner_text()
         assert page.locator("#evaluation").is_visible()
         assert page.console_errors == []
+        connection.close()  # the writes above went through a connection of the event loop's own
 
 
 @pytest.fixture
