@@ -157,6 +157,14 @@ def test_annotators_see_their_own_progress_and_an_open_count_read_now(demo_pairs
     assert '<strong id="queue-left">285</strong>' in html
 
 
+def test_counts_stop_at_a_cap_so_a_large_queue_stays_cheap(demo_pairs, users, monkeypatch):
+    from annotate import stats
+
+    monkeypatch.setattr(stats, "QUEUE_LEFT_CAP", 100)
+    html = login(users["annotator"]).get(reverse("annotate", args=[demo_pairs.slug])).content.decode()
+    assert '<strong id="open-count">100+</strong>' in html and '<strong id="queue-left">100+</strong>' in html
+
+
 def test_an_empty_queue_says_why_the_open_comparisons_are_not_yours(demo_pairs, users):
     Comparison.objects.filter(project=demo_pairs).exclude(pk__in=list(
         Comparison.objects.filter(project=demo_pairs).values_list("pk", flat=True)[:6])).update(status="retired")
