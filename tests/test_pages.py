@@ -112,8 +112,8 @@ def test_the_detail_shows_every_vote_and_sets_the_gold_answer(made, demo_pairs, 
     split = made["judged"][0]
     url = reverse("comparison", args=[demo_pairs.slug, split])
     html = client.get(url).content.decode()
-    votes = re.search(r'<table class="list" id="votes">.*?</table>', html, re.S).group(0)
-    assert "annotator</td>" in votes and "annotator2</td>" in votes
+    votes = re.search(r'<table class="list stack" id="votes">.*?</table>', html, re.S).group(0)
+    assert ">annotator</td>" in votes and ">annotator2</td>" in votes
     first = Judgment.objects.get(comparison_id=split, annotator=users["annotator"])
     assert "Safer and kinder." in votes and "Slightly better" in votes
     assert f"{first.ms_spent / 1000:.1f} s" in votes and "2.5 s" in votes
