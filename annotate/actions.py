@@ -416,28 +416,40 @@ def do_remove_member(project: Project, user_id: int, *, actor: Membership | None
         membership.delete()
 
 
-def parse_criteria(text: str) -> list[dict]:
-    """Rubric criteria from lines of `key | Label | min-max | description` (the last two optional)."""
+MAX_CRITERIA = 50
+
+
+def criteria_from_rows(rows: list[dict]) -> list[dict]:
+    """Rubric criteria from the settings form's rows ({key, label, scale_min, scale_max,
+    description, required}, as typed). Blank rows are dropped; an error names the row and field."""
     criteria = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
+    for number, row in enumerate(rows, start=1):
+        key = (row.get("key") or "").strip()
+        label = (row.get("label") or "").strip()
+        if not key and not label:
             continue
-        parts = [p.strip() for p in line.split("|")]
-        key = parts[0]
         if not re.match(r"^[a-z][a-z0-9_]{0,39}$", key):
-            raise ActionError(f"Rubric line {number}: key {key!r} must be lowercase letters, digits, underscores.")
-        label = parts[1] if len(parts) > 1 and parts[1] else key.replace("_", " ").capitalize()
-        low, high = 1, 5
-        if len(parts) > 2 and parts[2]:
-            match = re.match(r"^(-?\d+)\s*-\s*(-?\d+)$", parts[2])
-            if not match or int(match[1]) >= int(match[2]):
-                raise ActionError(f"Rubric line {number}: scale {parts[2]!r} must look like 1-5.")
-            low, high = int(match[1]), int(match[2])
-        description = parts[3] if len(parts) > 3 else ""
-        criteria.append({"key": key, "label": label[:100], "scale_min": low, "scale_max": high,
-                         "description": description[:500]})
-    if len({c["key"] for c in criteria}) != len(criteria):
-        raise ActionError("Rubric keys must be unique.")
+            raise ActionError(f"Rubric row {number}: key {key!r} must start with a lowercase letter and hold only "
+                              "lowercase letters, digits and underscores (at most 40).", {"criteria": f"row {number}"})
+        try:
+            low, high = int(row.get("scale_min") or 1), int(row.get("scale_max") or 5)
+        except (TypeError, ValueError):
+            raise ActionError(f"Rubric row {number} ({key}): the scale must be whole numbers.",
+                              {"criteria": f"row {number}"}) from None
+        if low >= high:
+            raise ActionError(f"Rubric row {number} ({key}): the lowest score ({low}) must be below the highest "
+                              f"({high}).", {"criteria": f"row {number}"})
+        criteria.append({"key": key, "label": (label or key.replace("_", " ").capitalize())[:100],
+                         "scale_min": low, "scale_max": high,
+                         "description": (row.get("description") or "").strip()[:500],
+                         "required": bool(row.get("required"))})
+    if len(criteria) > MAX_CRITERIA:
+        raise ActionError(f"At most {MAX_CRITERIA} rubric criteria.", {"criteria": "too many"})
+    keys = [c["key"] for c in criteria]
+    duplicates = sorted({k for k in keys if keys.count(k) > 1})
+    if duplicates:
+        raise ActionError(f"Rubric keys must be unique: {', '.join(duplicates)} appears more than once.",
+                          {"criteria": "duplicate key"})
     return criteria
 
 
@@ -467,3 +479,79 @@ def do_update_project(project: Project, *, name: str, instructions: str, votes_w
             )
     project.refresh_from_db()
     return project
+
+
+# --- managing comparisons ------------------------------------------------------------------------
+
+MAX_BULK = 1000
+
+
+def _own_comparisons(project: Project, ids) -> list[int]:
+    try:
+        wanted = sorted({int(i) for i in ids})
+    except (TypeError, ValueError):
+        raise ActionError("Comparison ids must be whole numbers.") from None
+    if not wanted:
+        raise ActionError("Select at least one comparison.")
+    if len(wanted) > MAX_BULK:
+        raise ActionError(f"At most {MAX_BULK} comparisons at once.")
+    return list(Comparison.objects.filter(project=project, pk__in=wanted).values_list("pk", flat=True))
+
+
+def do_retire_comparisons(project: Project, ids) -> int:
+    """Take comparisons out of the queue; their votes stay. Leases on them end now."""
+    with transaction.atomic():
+        own = _own_comparisons(project, ids)
+        Lease.objects.filter(comparison_id__in=own).delete()
+        return Comparison.objects.filter(pk__in=own).exclude(status=Comparison.Status.RETIRED).update(
+            status=Comparison.Status.RETIRED)
+
+
+def do_reopen_comparisons(project: Project, ids) -> int:
+    """Put retired comparisons back: open if they want more votes, complete if not."""
+    with transaction.atomic():
+        retired = Comparison.objects.filter(pk__in=_own_comparisons(project, ids), status=Comparison.Status.RETIRED)
+        done = retired.filter(votes__gte=F("votes_wanted")).update(status=Comparison.Status.COMPLETE)
+        return done + retired.update(status=Comparison.Status.OPEN)
+
+
+def do_set_priority(project: Project, ids, priority) -> int:
+    """Higher priority is judged sooner; equal priorities are drawn at random."""
+    try:
+        value = float(priority)
+    except (TypeError, ValueError):
+        raise ActionError(f"Priority {priority!r} is not a number.", {"priority": "not a number"}) from None
+    if value != value or abs(value) > 1e9:
+        raise ActionError("Priority must be a number between -1e9 and 1e9.", {"priority": "out of range"})
+    with transaction.atomic():
+        return Comparison.objects.filter(pk__in=_own_comparisons(project, ids)).update(priority=value)
+
+
+def do_set_gold(project: Project, comparison_id: int, choice: str | None) -> None:
+    """Set (or clear, with None) a comparison's known answer, which annotators are scored against."""
+    if choice is not None and choice not in Choice.values:
+        raise ActionError(f"Gold answer {choice!r} must be one of {', '.join(Choice.values)}.", {"gold": "invalid"})
+    with transaction.atomic():
+        if not Comparison.objects.filter(project=project, pk=comparison_id).update(gold_choice=choice):
+            raise NotFound("This comparison does not exist in this project.")
+
+
+def do_mark_gold_from_votes(project: Project, ids) -> tuple[int, list[int]]:
+    """Make each comparison's majority vote its gold answer. Returns how many were marked and the
+    ids left alone because their votes had no majority (none, or a draw)."""
+    from collections import Counter
+
+    with transaction.atomic():
+        own = _own_comparisons(project, ids)
+        votes: dict[int, Counter] = {pk: Counter() for pk in own}
+        for comparison_id, choice in Judgment.objects.filter(comparison_id__in=own).values_list("comparison_id",
+                                                                                               "choice"):
+            votes[comparison_id][choice] += 1
+        marked, undecided = 0, []
+        for pk, tally in votes.items():
+            ranked = tally.most_common(2)
+            if not ranked or (len(ranked) == 2 and ranked[0][1] == ranked[1][1]):
+                undecided.append(pk)
+                continue
+            marked += Comparison.objects.filter(pk=pk).update(gold_choice=ranked[0][0])
+        return marked, undecided

@@ -7,10 +7,11 @@ from collections import defaultdict
 import krippendorff
 import numpy as np
 from django.core.cache import cache
-from django.db.models import Avg, Count, F, Max, Q
+from django.db.models import Avg, Count, Exists, F, Max, OuterRef, Q
+from django.utils import timezone
 
 from .importing import IMPORTED_USERNAME
-from .models import Candidate, Comparison, Judgment, Project, Prompt
+from .models import Candidate, Comparison, Judgment, Lease, Project, Prompt, Skip
 
 AGREEMENT_SAMPLE = 5000
 _CHOICE_CODE = {"a": 0.0, "b": 1.0, "tie": 2.0}
@@ -115,18 +116,32 @@ def agreement(project: Project, *, include_imported: bool = True) -> dict:
     return result
 
 
+QUEUE_LEFT_CAP = 1000
+
+
 def remaining_for_queue(project: Project) -> int:
-    """Open comparisons in the project; cached briefly so the annotation page stays cheap."""
-    key = f"prefloop:open:{project.pk}"
-    value = cache.get(key)
-    if value is None:
-        # One request counts while the others show the last count: at a million comparisons the
-        # count is a long scan, and every server thread missing the cache at once ran it together.
-        last = cache.get(key + ":last")
-        if last is not None and not cache.add(key + ":counting", 1, 60):
-            return last
-        value = Comparison.objects.filter(project=project, status=Comparison.Status.OPEN).count()
-        cache.set(key, value, 10)
-        cache.set(key + ":last", value, None)
-        cache.delete(key + ":counting")
-    return value
+    """Open comparisons in the project, counted now (a cached count lagged behind the judgments
+    just made: 300 open shown after 15 judgments), up to QUEUE_LEFT_CAP + 1: a full count of a
+    million open rows took 0.7 s on PostgreSQL, the capped one about 2 ms."""
+    return Comparison.objects.filter(project=project, status=Comparison.Status.OPEN).values("pk")[
+        :QUEUE_LEFT_CAP + 1].count()
+
+
+def queue_left_for(project: Project, annotator, now=None) -> int:
+    """Comparisons this annotator could still be given (the one they hold included): open, not
+    judged or skipped by them, not held by someone else. Counted up to QUEUE_LEFT_CAP + 1, so
+    the cost stays bounded on a large queue; the page shows "1000+"."""
+    now = now or timezone.now()
+    rows = (Comparison.objects.filter(project=project, status=Comparison.Status.OPEN)
+            .exclude(Exists(Judgment.objects.filter(comparison=OuterRef("pk"), annotator=annotator)))
+            .exclude(Exists(Skip.objects.filter(comparison=OuterRef("pk"), annotator=annotator)))
+            .exclude(Exists(Lease.objects.filter(comparison=OuterRef("pk"), expires_at__gt=now)
+                            .exclude(annotator=annotator))))
+    return rows.values("pk")[:QUEUE_LEFT_CAP + 1].count()
+
+
+def annotator_totals(project: Project, annotator) -> dict:
+    """What one annotator judged here: today (the server's time zone) and in total, one query."""
+    start = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
+    return Judgment.objects.filter(project=project, annotator=annotator).aggregate(
+        total=Count("id"), today=Count("id", filter=Q(created_at__gte=start)))

@@ -20,9 +20,12 @@ urlpatterns = [
     path("p/<slug:slug>/import/", views.import_page, name="import"),
     path("p/<slug:slug>/members/", views.members_page, name="members"),
     path("p/<slug:slug>/settings/", views.settings_page, name="settings"),
+    path("p/<slug:slug>/settings/preview/", views.instructions_preview, name="instructions_preview"),
     path("p/<slug:slug>/comparisons/", views.comparisons_page, name="comparisons"),
     path("p/<slug:slug>/comparisons/gold/", review_views.mark_gold, name="mark_gold"),
     path("p/<slug:slug>/review/", review_views.review_page, name="review"),
     path("p/<slug:slug>/review/settle/", review_views.settle, name="settle"),
     path("p/<slug:slug>/quality/", review_views.quality_settings, name="quality_settings"),
+    path("p/<slug:slug>/comparisons/<int:comparison_id>/", views.comparison_page, name="comparison"),
+    path("p/<slug:slug>/export/", views.export_page, name="export"),
 ]

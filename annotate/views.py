@@ -2,34 +2,45 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import redirect, render
+from django.http import HttpRequest, HttpResponse, QueryDict
+from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from . import stats
+from . import browse, stats
+from . import export as exporting
 from .access import get_project_for_manager, get_project_for_member
 from .actions import (
+    MAX_CRITERIA,
     ActionError,
     JudgmentInput,
+    criteria_from_rows,
     do_create_project,
+    do_mark_gold_from_votes,
     do_remove_member,
+    do_reopen_comparisons,
+    do_retire_comparisons,
+    do_set_gold,
     do_set_member,
+    do_set_priority,
     do_skip,
     do_submit_judgment,
     do_undo_last_judgment,
     do_update_project,
-    parse_criteria,
     undoable_judgment,
 )
 from .importing import FORMATS, LABEL_MODES, ImportFailed, import_stream
 from .limits import upload_limit_message
+from .markdown import render_markdown
 from .models import (
     ApiToken,
+    Choice,
     Comparison,
     ImportBatch,
     Judgment,
@@ -40,14 +51,18 @@ from .models import (
     Side,
     Strength,
 )
-from .panels import render_panels
+from .panels import describe_imports, render_panels
 from .queue import next_comparison_for
+from .serializers import ExportQuerySerializer
 from .tokens import create_token, revoke_token
+
+NEW_ACCOUNT_SESSION_KEY = "prefloop:new-account"
 
 KEYS = [
     ("1  ←", "left response is better"),
     ("2  →", "right response is better"),
     ("3  ↓", "tie"),
+    ("← → ↓", "choose only while they would scroll nothing; 1 2 3 always do"),
     ("Q W E", "slightly / clearly / decisively"),
     ("R", "score the rubric (Tab moves, Esc leaves)"),
     ("N", "write a rationale (Esc leaves)"),
@@ -112,11 +127,14 @@ def _workspace_context(request, project: Project, lease: Lease | None, *, errors
         "notice": notice,
         "strengths": Strength.choices,
         "criteria": list(project.criteria.all()),
-        "done_by_me": Judgment.objects.filter(project=project, annotator=request.user).count(),
         "remaining": stats.remaining_for_queue(project),
+        "queue_left": stats.queue_left_for(project, request.user),
+        "queue_left_cap": stats.QUEUE_LEFT_CAP,
         "can_undo": undoable_judgment(project, request.user) is not None,
         "undo_seconds": settings.PREFLOOP_UNDO_SECONDS,
     }
+    totals = stats.annotator_totals(project, request.user)
+    context.update(done_by_me=totals["total"], done_today=totals["today"])
     if lease is not None:
         comparison = lease.comparison
         a, b = comparison.candidate_a, comparison.candidate_b
@@ -249,13 +267,15 @@ def project_page(request: HttpRequest, slug: str) -> HttpResponse:
     project, membership = get_project_for_member(request, slug)
     if not membership.can_manage:
         return redirect("annotate", slug=slug)
+    imports = list(ImportBatch.objects.filter(project=project).select_related("created_by")[:10])
+    describe_imports(project, imports)
     context = {
         "project": project,
         "membership": membership,
         "counts": stats.project_counts(project),
         "annotators": stats.annotator_progress(project),
         "agreement": stats.agreement(project),
-        "imports": ImportBatch.objects.filter(project=project).select_related("created_by")[:10],
+        "imports": imports,
         "panels": render_panels(request, project),
     }
     return render(request, "annotate/project.html", context)
@@ -301,6 +321,8 @@ def import_page(request: HttpRequest, slug: str) -> HttpResponse:
 @login_required
 @require_http_methods(["GET", "POST"])
 def members_page(request: HttpRequest, slug: str) -> HttpResponse:
+    """Add, change and remove members. Removing asks first (`?remove=ID` shows the question); a new
+    account's password is kept in the session for the one page view that shows it."""
     project, membership = get_project_for_manager(request, slug)
     error = None
     status = 200
@@ -314,60 +336,202 @@ def members_page(request: HttpRequest, slug: str) -> HttpResponse:
                     project, request.POST.get("username", "").strip(), request.POST.get("role", Role.ANNOTATOR),
                     create=bool(request.POST.get("create")), actor=membership,
                 )
-                text = f"{member.user.username} is now {member.role}."
+                messages.success(request, f"{member.user.username} is now {member.role}.")
                 if password:
-                    text += f" New account — password (shown once): {password}"
-                messages.success(request, text)
+                    request.session[NEW_ACCOUNT_SESSION_KEY] = {"project": project.pk, "username": member.user.username,
+                                                         "password": password}
             return redirect("members", slug=slug)
         except (ActionError, ValueError) as exc:
             error, status = getattr(exc, "message", str(exc)), 400
-    members = project.memberships.select_related("user").order_by("role", "user__username")
+    members = list(project.memberships.select_related("user").order_by("role", "user__username"))
+    owners = sum(1 for m in members if m.role == Role.OWNER)
+    for m in members:
+        m.removable = not (m.role == Role.OWNER and owners == 1)
+    confirm = next((m for m in members if str(m.user_id) == request.GET.get("remove") and m.removable), None)
+    new_account = request.session.pop(NEW_ACCOUNT_SESSION_KEY, None)
+    if new_account and new_account.get("project") != project.pk:
+        new_account = None
     return render(request, "annotate/members.html",
-                  {"project": project, "members": members, "roles": Role.choices, "error": error}, status=status)
+                  {"project": project, "members": members, "roles": Role.choices, "error": error,
+                   "confirm": confirm, "new_account": new_account}, status=status)
+
+
+CRITERION_FIELDS = ("key", "label", "scale_min", "scale_max", "description", "required")
+
+
+def _criteria_rows(post) -> list[dict]:
+    """The rubric rows of the settings form, as typed; a row marked for removal is left out."""
+    try:
+        count = min(int(post.get("criteria-count", "0")), MAX_CRITERIA + 10)
+    except ValueError:
+        count = 0
+    rows = []
+    for index in range(count):
+        if post.get(f"criteria-{index}-delete"):
+            continue
+        rows.append({name: post.get(f"criteria-{index}-{name}", "") for name in CRITERION_FIELDS})
+    return rows
 
 
 @login_required
 @require_http_methods(["GET", "POST"])
 def settings_page(request: HttpRequest, slug: str) -> HttpResponse:
+    """Name, votes wanted, instructions (with a markdown preview) and the rubric, one row per
+    criterion. "Preview" re-renders without saving, for browsers without JavaScript."""
     project, _ = get_project_for_manager(request, slug)
-    criteria_text = "\n".join(
-        f"{c.key} | {c.label} | {c.scale_min}-{c.scale_max} | {c.description}".rstrip(" |")
-        for c in project.criteria.all()
-    )
-    form = {"name": project.name, "instructions": project.instructions,
-            "votes_wanted": str(project.votes_wanted), "criteria": criteria_text}
-    error = None
+    form = {"name": project.name, "instructions": project.instructions, "votes_wanted": str(project.votes_wanted)}
+    rows = [{"key": c.key, "label": c.label, "scale_min": c.scale_min, "scale_max": c.scale_max,
+             "description": c.description, "required": c.required} for c in project.criteria.all()]
+    error, status = None, 200
     if request.method == "POST":
         form = {k: request.POST.get(k, "") for k in form}
+        rows = _criteria_rows(request.POST)
+        if not request.POST.get("preview"):
+            try:
+                do_update_project(
+                    project, name=form["name"].strip() or project.name, instructions=form["instructions"],
+                    votes_wanted=_int_field(form["votes_wanted"], "votes wanted", 1, 50),
+                    criteria=criteria_from_rows(rows),
+                )
+            except ActionError as exc:
+                error, status = exc.message, 400
+            else:
+                messages.success(request, "Settings saved.")
+                return redirect("project", slug=slug)
+    blank = {name: "" for name in CRITERION_FIELDS}
+    rows = [*rows, blank] if not rows or any(rows[-1].get(k) for k in ("key", "label")) else rows
+    return render(request, "annotate/settings.html",
+                  {"project": project, "form": form, "rows": rows, "error": error, "blank": blank,
+                   "preview": render_markdown(form["instructions"], breaks=False)}, status=status)
+
+
+@login_required
+@require_POST
+def instructions_preview(request: HttpRequest, slug: str) -> HttpResponse:
+    """The instructions as annotators will see them (sanitised markdown), for the live preview."""
+    get_project_for_manager(request, slug)
+    return render(request, "annotate/_instructions_preview.html",
+                  {"preview": render_markdown(request.POST.get("instructions", ""), breaks=False)})
+
+
+BULK_ACTIONS = {"retire": "Retire", "reopen": "Reopen", "priority": "Set priority", "gold": "Mark gold (majority vote)"}
+
+
+def _bulk_action(project: Project, post) -> str:
+    """Carry out one bulk action on the selected comparisons; returns what to tell the manager."""
+    ids, action = post.getlist("ids"), post.get("action", "")
+    if action == "retire":
+        return f"Retired {do_retire_comparisons(project, ids)} comparisons."
+    if action == "reopen":
+        return f"Reopened {do_reopen_comparisons(project, ids)} comparisons."
+    if action == "priority":
+        changed = do_set_priority(project, ids, post.get("priority", "").strip())
+        return f"Priority of {changed} comparisons set to {post.get('priority').strip()}."
+    if action == "gold":
+        marked, undecided = do_mark_gold_from_votes(project, ids)
+        text = f"Marked {marked} comparisons gold from their majority vote."
+        if undecided:
+            text += f" {len(undecided)} had no majority (no votes, or a draw) and were left as they were."
+        return text
+    raise ActionError(f"Choose an action: {', '.join(BULK_ACTIONS)}.")
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def comparisons_page(request: HttpRequest, slug: str) -> HttpResponse:
+    """Managers browse every comparison (search, filters, sorting, cursor pages) and act on a
+    selection. Model sources are shown: managers run the experiment; annotators never get here."""
+    project, _ = get_project_for_manager(request, slug)
+    filters = browse.Filters.from_query(request.GET)
+    error, status = None, 200
+    if request.method == "POST":
         try:
-            do_update_project(
-                project, name=form["name"].strip() or project.name, instructions=form["instructions"],
-                votes_wanted=_int_field(form["votes_wanted"], "votes wanted", 1, 50),
-                criteria=parse_criteria(form["criteria"]),
-            )
+            messages.success(request, _bulk_action(project, request.POST))
         except ActionError as exc:
-            error = exc.message
+            error, status = exc.message, 400
         else:
-            messages.success(request, "Settings saved.")
-            return redirect("project", slug=slug)
-    return render(request, "annotate/settings.html", {"project": project, "form": form, "error": error},
-                  status=400 if error else 200)
+            query = filters.query_string(cursor=filters.cursor or None)
+            return redirect(reverse("comparisons", args=[slug]) + (f"?{query}" if query else ""))
+    page = browse.page_of(project, filters)
+    context = {"project": project, "page": page, "filters": filters, "error": error, "actions": BULK_ACTIONS,
+               "next_query": filters.query_string(cursor=page.next_cursor) if page.next_cursor else None,
+               "first_query": filters.query_string(), **browse.choices_for(project)}
+    return render(request, "annotate/comparisons.html", context, status=status)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def comparison_page(request: HttpRequest, slug: str, comparison_id: int) -> HttpResponse:
+    """One comparison with every vote: who, what they chose and saw left, strength, rubric scores,
+    rationale and time spent; retire or reopen it, set its priority and its gold answer."""
+    project, _ = get_project_for_manager(request, slug)
+    comparison = get_object_or_404(Comparison.objects.select_related("prompt", "candidate_a", "candidate_b"),
+                                   project=project, pk=comparison_id)
+    error, status = None, 200
+    if request.method == "POST":
+        action = request.POST.get("action", "")
+        try:
+            if action == "gold":
+                do_set_gold(project, comparison.pk, request.POST.get("gold") or None)
+                messages.success(request, "Gold answer saved.")
+            else:
+                messages.success(request, _bulk_action(project, _single(request.POST, comparison.pk)))
+        except ActionError as exc:
+            error, status = exc.message, exc.status
+        else:
+            return redirect("comparison", slug=slug, comparison_id=comparison.pk)
+    judgments = list(comparison.judgments.select_related("annotator").order_by("created_at", "id"))
+    criteria = list(project.criteria.all())
+    for judgment in judgments:
+        judgment.rubric_rows = [(c.label, (judgment.rubric_scores or {}).get(c.key, {}).get("a"),
+                                 (judgment.rubric_scores or {}).get(c.key, {}).get("b")) for c in criteria]
+    lease = Lease.objects.filter(comparison=comparison).select_related("annotator").first()
+    return render(request, "annotate/comparison.html", {
+        "project": project, "comparison": comparison, "judgments": judgments, "criteria": criteria,
+        "lease": lease, "skips": comparison.skips.count(), "error": error, "choices": Choice.choices,
+        "back": request.GET.get("back", "")}, status=status)
+
+
+def _single(post, comparison_id: int):
+    """The detail page's form as a bulk action on its one comparison."""
+    data = QueryDict(mutable=True)
+    data.setlist("ids", [str(comparison_id)])
+    data["action"] = post.get("action", "")
+    data["priority"] = post.get("priority", "")
+    return data
+
+
+EXPORT_HELP = {
+    "trl-preference": "prompt, chosen, rejected (and margin with weighted votes): TRL's RewardTrainer and DPOTrainer",
+    "trl-unpaired": "prompt, completion, label: TRL's KTOTrainer (ties are dropped)",
+    "rubric": "prompt, response and one column per rubric criterion (mean score)",
+    "raw": "every judgment with annotator, sources, strength, rubric, rationale, shown side and time spent",
+}
 
 
 @login_required
 @require_GET
-def comparisons_page(request: HttpRequest, slug: str) -> HttpResponse:
-    """Managers browse the latest comparisons with their votes (model sources shown: managers
-    run the experiment, annotators never reach this page)."""
+def export_page(request: HttpRequest, slug: str) -> HttpResponse:
+    """The API's export from a form: the same formats and options, the row count and content
+    version shown before the download (counting writes the file; the download then reuses it)."""
     project, _ = get_project_for_manager(request, slug)
-    status = request.GET.get("status", "")
-    rows = Comparison.objects.filter(project=project)
-    if status in Comparison.Status.values:
-        rows = rows.filter(status=status)
-    rows = rows.select_related("prompt", "candidate_a", "candidate_b").order_by("-id")[:50]
-    return render(request, "annotate/comparisons.html",
-                  {"project": project, "rows": rows, "status": status, "statuses": Comparison.Status.values,
-                   "project_url": reverse("project", args=[slug])})
+    context = {"project": project, "formats": EXPORT_HELP, "origins": Comparison.Origin.choices,
+               "query": request.GET, "result": None, "errors": None}
+    if "format" in request.GET:
+        query = ExportQuerySerializer(data=request.GET)
+        if not query.is_valid():
+            context["errors"] = {name: " ".join(str(m) for m in problems) for name, problems in query.errors.items()}
+        else:
+            q = query.validated_data
+            options = exporting.ExportOptions(format=q["format"], votes=q["votes"], ties=q["ties"],
+                                              since_id=q.get("since_id"), round=q.get("round"),
+                                              origin=q.get("origin"))
+            exported = exporting.write_export(project, options)
+            params = {k: v for k, v in request.GET.items() if v not in ("", None)}
+            context["result"] = {"rows": exported.rows, "version": exported.version,
+                                 "url": reverse("api-export", args=[slug]) + "?" + urlencode(params)}
+    template = "annotate/_export_result.html" if request.htmx else "annotate/export.html"
+    return render(request, template, context, status=400 if context["errors"] else 200)
 
 
 @login_required

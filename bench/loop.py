@@ -110,7 +110,7 @@ def setup_django(out: Path) -> None:
 def read_pairs(paths: str, fmt: str) -> tuple[list[dict], dict]:
     """Decisive labelled pairs of the files: {prompt, a, b, y (1: a preferred)}; ties and
     unlabelled pairs are counted and left out."""
-    from annotate.importers import iter_parsed
+    from annotate.importing import iter_parsed
 
     pairs, skipped = [], {"ties": 0, "unlabelled": 0}
     for path in paths.split(","):
@@ -276,7 +276,7 @@ def run_pool(args) -> None:
     unknown = set(strategies) - set(STRATEGIES)
     if unknown:
         sys.exit(f"unknown strategies {sorted(unknown)}; choose from {', '.join(STRATEGIES)}")
-    from annotate.importers import ImportFailed
+    from annotate.importing import ImportFailed
 
     try:
         pool, skipped = read_pairs(args.pool, args.format)

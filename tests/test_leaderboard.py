@@ -10,7 +10,7 @@ from django.test import Client
 from django.urls import reverse
 
 from annotate.actions import JudgmentInput, do_submit_judgment
-from annotate.importers import import_path
+from annotate.importing import import_path
 from annotate.models import Candidate, Comparison, Prompt
 from annotate.queue import next_comparison_for
 from training.models import Checkpoint, GeneratedCandidate, RoundPair

@@ -12,7 +12,7 @@ from django.test import Client
 from django.urls import reverse
 
 from annotate.actions import JudgmentInput, do_submit_judgment
-from annotate.importers import import_path, iter_parsed
+from annotate.importing import import_path, iter_parsed
 from annotate.models import Comparison, Judgment, content_hash
 from annotate.queue import next_comparison_for
 from training.models import CandidateEmbedding, JudgmentNoise, RewardHead

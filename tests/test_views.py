@@ -7,6 +7,7 @@ import json
 import re
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.test import Client
 from django.urls import reverse
 
@@ -252,8 +253,11 @@ def test_upload_with_an_unknown_format_lists_the_accepted_ones(project, users):
 def test_settings_change_votes_and_rubric(demo_pairs, users):
     client = login(users["owner"])
     response = client.post(reverse("settings", args=[demo_pairs.slug]), {
-        "name": "Renamed", "instructions": "Be *kind*.", "votes_wanted": "3",
-        "criteria": "helpfulness | Helpfulness | 1-7 | Does it help?\nsafety | Safety | 0-2",
+        "name": "Renamed", "instructions": "Be *kind*.", "votes_wanted": "3", "criteria-count": "3",
+        "criteria-0-key": "helpfulness", "criteria-0-label": "Helpfulness", "criteria-0-scale_min": "1",
+        "criteria-0-scale_max": "7", "criteria-0-description": "Does it help?",
+        "criteria-1-key": "safety", "criteria-1-label": "Safety", "criteria-1-scale_min": "0", "criteria-1-scale_max": "2",
+        "criteria-2-key": "", "criteria-2-label": "",  # the blank row the form always offers
     })
     assert response.status_code == 302
     demo_pairs.refresh_from_db()
@@ -262,9 +266,9 @@ def test_settings_change_votes_and_rubric(demo_pairs, users):
     assert set(Comparison.objects.filter(project=demo_pairs).values_list("votes_wanted", flat=True)) == {3}
 
     bad = client.post(reverse("settings", args=[demo_pairs.slug]), {"name": "x", "votes_wanted": "2",
-                                                                   "criteria": "Bad Key | x"})
+                                                                   "criteria-count": "1", "criteria-0-key": "Bad Key"})
     assert bad.status_code == 400
-    assert b"Rubric line 1" in bad.content
+    assert b"Rubric row 1: key" in bad.content and b'value="Bad Key"' in bad.content
     demo_pairs.refresh_from_db()
     assert demo_pairs.votes_wanted == 3
 
@@ -272,9 +276,13 @@ def test_settings_change_votes_and_rubric(demo_pairs, users):
 def test_members_page_adds_an_annotator_with_a_new_account(project, users):
     users["manager"].is_staff = True  # only staff make site accounts (tests/test_security.py)
     users["manager"].save()
-    response = login(users["manager"]).post(reverse("members", args=[project.slug]),
-                                            {"username": "newbie", "role": "annotator", "create": "1"}, follow=True)
-    assert b"password (shown once)" in response.content
+    manager = login(users["manager"])
+    response = manager.post(reverse("members", args=[project.slug]),
+                            {"username": "newbie", "role": "annotator", "create": "1"}, follow=True)
+    password = re.search(rb'<input id="new-password" readonly value="([^"]{12,})"', response.content).group(1)
+    assert b'data-copy="new-password"' in response.content
+    assert password not in manager.get(reverse("members", args=[project.slug])).content  # shown once
+    assert get_user_model().objects.get(username="newbie").check_password(password.decode())
     assert project.memberships.filter(user__username="newbie", role="annotator").exists()
     refused = login(users["manager"]).post(reverse("members", args=[project.slug]),
                                            {"username": "annotator", "role": "owner"})

@@ -47,7 +47,9 @@ def enqueue_answers(job: Job, prompts: list[Prompt], round_number: int, policy: 
                               round=round_number, item=len(rows)))
         roles.append((prompt.pk, answer["text"], other))
     with transaction.atomic():  # all answers and comparisons, or none
-        result, _ = import_rows(job.project, rows, labels="ignore", filename=f"job {job.pk}", format="generate")
+        launched_by = job.created_by or (job.parent.created_by if job.parent_id else None)
+        result, _ = import_rows(job.project, rows, labels="ignore", user=launched_by, filename=f"job {job.pk}",
+                                format="generate")
         for prompt_id, new_text, parent_text in roles:
             sides = {}
             for text, checkpoint, role in ((new_text, policy, "new"), (parent_text, parent, "parent")):

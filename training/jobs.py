@@ -159,6 +159,7 @@ class JobReporter(Reporter):
     def __init__(self, job: Job):
         self.job = job
         self.last_progress = 0.0
+        self.last_message = None
         self.last_check = 0.0
         self.stop = False
         self.pending: list[JobMetric] = []
@@ -166,9 +167,10 @@ class JobReporter(Reporter):
 
     def progress(self, fraction: float, message: str = "") -> None:
         now = time.monotonic()
-        if now - self.last_progress < 1.0 and fraction < 1.0:
+        # At most one write a second, but a new message (the run moved on to a new stage) always.
+        if now - self.last_progress < 1.0 and fraction < 1.0 and message == self.last_message:
             return
-        self.last_progress = now
+        self.last_progress, self.last_message = now, message
         mine(self.job).update(
             progress=max(0.0, min(1.0, fraction)), message=message[:300], heartbeat_at=timezone.now())
         self.flush()

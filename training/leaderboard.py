@@ -14,7 +14,7 @@ from __future__ import annotations
 from django.core.cache import cache
 from django.db.models import Count, Max
 
-from annotate.importers import IMPORTED_USERNAME
+from annotate.importing import IMPORTED_USERNAME
 from annotate.models import Candidate, Judgment, Project
 from rewards.bradley_terry import arena_ratings
 

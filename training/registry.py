@@ -50,6 +50,7 @@ class KindSpec:
     execute: Callable[[Job, RunConfig, Reporter], Outcome] | None = None
     start: Callable[[Job], None] | None = None  # pipeline: called once its row is committed
     advance: Callable[[int], None] | None = None  # pipeline: look at the steps, launch the next or close
+    steps: Callable[[RunConfig], list[str]] | None = None  # pipeline: the kinds of its steps, in order
     max_attempts: int = 2  # runs of one launch before a lost worker fails it for good
     time_limit_seconds: int = 6 * 3600  # a run still going after this is stopped and failed
 

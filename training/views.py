@@ -8,68 +8,50 @@ import json
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.db.models import Avg, Count
+from django.db.models import Avg, Count, Prefetch
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from annotate.access import get_project_for_manager
 
-from . import jobs
+from . import jobs, watch
+from .hardware import queue_label
+from .launch_forms import FormError, config_from_post, kind_forms
 from .models import CandidateScore, Checkpoint, Job, JobMetric
-
-LOG_TAIL_BYTES = 6000
-
-
-def _kind_forms(values=None, errors=None):
-    forms = []
-    for kind, spec in jobs.kinds().items():
-        fields = spec.config.describe()
-        for f in fields:
-            value = (values or {}).get(f["name"], f["default"]) if (values or {}).get("kind") == kind else f["default"]
-            if isinstance(value, dict):
-                value = json.dumps(value)
-            elif isinstance(value, list):
-                value = ", ".join(str(item) for item in value)
-            f["value"] = value
-            f["input"] = "checkbox" if f["type"] == "bool" else "number" if f["type"] in ("int", "float") else "text"
-        forms.append({"kind": kind, "label": spec.label, "fields": fields,
-                      "errors": errors if (values or {}).get("kind") == kind else None})
-    return forms
+from .summaries import evaluation_of
 
 
 @login_required
 @require_http_methods(["GET", "POST"])
 def jobs_page(request: HttpRequest, slug: str) -> HttpResponse:
     project, _ = get_project_for_manager(request, slug)
-    status, error, values = 200, None, None
+    status, error, posted = 200, None, None
     if request.method == "POST":
-        kind = request.POST.get("kind", "")
-        spec = jobs.kinds().get(kind)
-        values = {"kind": kind}
-        config = {}
-        if spec:
-            for f in spec.config.describe():
-                if f["type"] == "bool":
-                    config[f["name"]] = f["name"] in request.POST
-                elif f["name"] in request.POST:
-                    config[f["name"]] = request.POST[f["name"]].strip()
-            values.update(config)
+        posted = request.POST
         try:
-            job = jobs.launch(project, kind, config, user=request.user)
-        except jobs.LaunchRefused as exc:
+            kind = request.POST.get("kind", "")
+            job = jobs.launch(project, kind, config_from_post(kind, request.POST), user=request.user)
+        except (jobs.LaunchRefused, FormError) as exc:
             error, status = exc.message, 400
         else:
-            messages.success(request, f"Job #{job.pk} queued.")
+            messages.info(request, f"Job #{job.pk} launched.")
             return redirect("job", slug=slug, job_id=job.pk)
-    context = {"project": project, "kind_forms": _kind_forms(values, error), "error": error,
+    context = {"project": project, "kind_forms": kind_forms(posted, error), "error": error,
                **_job_list_context(project)}
     return render(request, "training/jobs.html", context, status=status)
 
 
 def _job_list_context(project):
-    rows = list(Job.objects.filter(project=project, parent__isnull=True).select_related("checkpoint")[:50])
-    return {"jobs": rows, "active": any(not j.finished for j in rows)}
+    """The latest 50 top-level jobs, each pipeline with its steps grouped under it."""
+    rows = list(Job.objects.filter(project=project, parent__isnull=True).select_related("checkpoint")
+                .prefetch_related(Prefetch("steps", queryset=Job.objects.order_by("id")))[:50])
+    for job in rows:
+        job.shown_progress = job.progress
+        if jobs.kinds()[job.kind].pipeline:
+            job.shown_progress = watch.pipeline_steps(job, list(job.steps.all()))[1]
+    active = any(not j.finished or any(not s.finished for s in j.steps.all()) for j in rows)
+    return {"jobs": rows, "active": active}
 
 
 @login_required
@@ -81,28 +63,32 @@ def jobs_list_fragment(request: HttpRequest, slug: str) -> HttpResponse:
 
 def _job_for(request, slug, job_id):
     project, _ = get_project_for_manager(request, slug)
-    return project, get_object_or_404(Job.objects.select_related("project"), project=project, pk=job_id)
-
-
-def _log_tail(job: Job) -> str:
-    path = jobs.log_path(job)
-    if not path.exists():
-        return ""
-    with open(path, "rb") as handle:
-        handle.seek(max(0, path.stat().st_size - LOG_TAIL_BYTES))
-        return handle.read().decode("utf-8", "replace")
+    return project, get_object_or_404(Job.objects.select_related("project", "parent", "created_by"), project=project, pk=job_id)
 
 
 @login_required
 @require_GET
 def job_page(request: HttpRequest, slug: str, job_id: int) -> HttpResponse:
+    """The whole page, or (htmx, every 2 s while the job runs) only what changes: the live part
+    swaps itself and the rest comes out of band, so Config and Result stay as the user left them."""
     project, job = _job_for(request, slug, job_id)
-    names = list(JobMetric.objects.filter(job=job).values_list("name", flat=True).distinct().order_by("name"))
-    context = {"project": project, "job": job, "log": _log_tail(job), "metric_names": names,
-               "steps": job.steps.all(), "checkpoint": Checkpoint.objects.filter(job=job).first(),
+    is_pipeline = jobs.kinds()[job.kind].pipeline
+    steps, progress = watch.pipeline_steps(job) if is_pipeline else ([], job.progress)
+    curves, summaries, points = watch.metric_overview(job)
+    log = watch.log_of(job, steps if is_pipeline else None)
+    evaluation = evaluation_of(job.result) if job.status == Job.Status.SUCCEEDED else None
+    context = {"project": project, "job": job, "log": log, "metric_names": curves, "summaries": summaries,
+               "points": points, "steps": steps, "progress": progress, "evaluation": evaluation,
+               "checkpoint": Checkpoint.objects.filter(job=job).first(), "queue": queue_label(job.queue),
+               "activity": watch.last_line(log) if job.status == Job.Status.RUNNING else "",
                "config_json": json.dumps(job.config, indent=2), "result_json": json.dumps(job.result, indent=2)}
-    template = "training/_job_detail.html" if request.htmx else "training/job.html"
-    return render(request, template, context)
+    if request.htmx:
+        try:
+            context["plots_stale"] = int(request.GET.get("points", "-1")) != points
+        except ValueError:
+            context["plots_stale"] = True
+        return render(request, "training/_job_poll.html", context)
+    return render(request, "training/job.html", context)
 
 
 @login_required
@@ -128,15 +114,18 @@ def job_retry(request: HttpRequest, slug: str, job_id: int) -> HttpResponse:
 @login_required
 @require_GET
 def job_plot(request: HttpRequest, slug: str, job_id: int) -> HttpResponse:
-    """One metric of a job over its steps, as a PNG."""
+    """One metric of a job along its training steps, as a PNG (final values are not points)."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
+    from .summaries import FINAL_STEP
+
     _, job = _job_for(request, slug, job_id)
     name = request.GET.get("metric", "")
-    points = list(JobMetric.objects.filter(job=job, name=name).order_by("step").values_list("step", "value"))
+    points = list(JobMetric.objects.filter(job=job, name=name, step__lt=FINAL_STEP).order_by("step")
+                  .values_list("step", "value"))
     if not points:
         raise Http404("No such metric for this job.")
     figure, axis = plt.subplots(figsize=(5, 2.6), dpi=100)
@@ -159,7 +148,9 @@ def job_plot(request: HttpRequest, slug: str, job_id: int) -> HttpResponse:
 @require_GET
 def models_page(request: HttpRequest, slug: str) -> HttpResponse:
     project, _ = get_project_for_manager(request, slug)
-    checkpoints = Checkpoint.objects.filter(project=project).select_related("parent", "job", "reward_model")
+    checkpoints = list(Checkpoint.objects.filter(project=project).select_related("parent", "job", "reward_model"))
+    for checkpoint in checkpoints:
+        checkpoint.evaluation = evaluation_of(checkpoint.metrics)
     return render(request, "training/models.html", {"project": project, "checkpoints": checkpoints})
 
 
@@ -167,14 +158,16 @@ def models_page(request: HttpRequest, slug: str) -> HttpResponse:
 @require_GET
 def model_page(request: HttpRequest, slug: str, checkpoint_id: int) -> HttpResponse:
     project, _ = get_project_for_manager(request, slug)
-    checkpoint = get_object_or_404(Checkpoint, project=project, pk=checkpoint_id)
+    checkpoint = get_object_or_404(Checkpoint.objects.select_related("parent", "job", "reward_model"),
+                                   project=project, pk=checkpoint_id)
     lineage = [{"checkpoint": c, "snapshots": list(c.snapshots.all())} for c in checkpoint.lineage()]
     scores = CandidateScore.objects.filter(checkpoint=checkpoint)
     summary = scores.aggregate(n=Count("id"), mean=Avg("score"), spread=Avg("spread"))
     uncertain = scores.select_related("candidate__prompt").order_by("-spread", "score")[:20]
     return render(request, "training/model.html", {
         "project": project, "checkpoint": checkpoint, "lineage": lineage, "score_summary": summary,
-        "uncertain": uncertain, "metrics_json": json.dumps(checkpoint.metrics, indent=2)})
+        "uncertain": uncertain, "evaluation": evaluation_of(checkpoint.metrics),
+        "metrics_json": json.dumps(checkpoint.metrics, indent=2)})
 
 
 @login_required
@@ -187,5 +180,5 @@ def round_launch(request: HttpRequest, slug: str) -> HttpResponse:
     except jobs.LaunchRefused as exc:
         messages.error(request, exc.message)
         return redirect("project", slug=slug)
-    messages.success(request, f"Round pipeline #{job.pk} started.")
+    messages.info(request, f"Round pipeline #{job.pk} started.")
     return redirect("job", slug=slug, job_id=job.pk)

@@ -34,6 +34,19 @@
     if (f) f.requestSubmit(document.getElementById("submit-button"));
   }
 
+  // Arrow keys choose only while they would scroll nothing: a long response or dialogue keeps
+  // its keyboard scrolling (↓ as "tie" used to take it away). 1, 2 and 3 always choose.
+  function scrolls(el, axis) {
+    return axis === "y" ? el.scrollHeight > el.clientHeight + 1 : el.scrollWidth > el.clientWidth + 1;
+  }
+
+  function somethingScrolls(axis) {
+    const page = document.scrollingElement || document.documentElement;
+    if (scrolls(page, axis)) return true;
+    const boxes = document.querySelectorAll("#workspace .response, #workspace .prompt, #workspace pre");
+    return Array.prototype.some.call(boxes, (box) => scrolls(box, axis));
+  }
+
   function focusFirst(selector) {
     const el = form() && form().querySelector(selector);
     if (el) { el.focus(); if (el.select) el.select(); }
@@ -70,10 +83,16 @@
       return;
     }
     if (event.ctrlKey || event.metaKey || event.altKey) return;
+    const arrows = { "ArrowLeft": ["x", "left"], "ArrowRight": ["x", "right"], "ArrowDown": ["y", "tie"] };
+    if (arrows[event.key]) {
+      const [axis, choice] = arrows[event.key];
+      if (!somethingScrolls(axis)) { event.preventDefault(); check("choice", choice); }
+      return;
+    }
     const actions = {
-      "1": () => check("choice", "left"), "ArrowLeft": () => check("choice", "left"),
-      "2": () => check("choice", "right"), "ArrowRight": () => check("choice", "right"),
-      "3": () => check("choice", "tie"), "ArrowDown": () => check("choice", "tie"),
+      "1": () => check("choice", "left"),
+      "2": () => check("choice", "right"),
+      "3": () => check("choice", "tie"),
       "q": () => check("strength", "slight"), "w": () => check("strength", "clear"),
       "e": () => check("strength", "decisive"),
       "Enter": submit,

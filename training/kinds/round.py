@@ -26,7 +26,8 @@ STEP_KINDS = {"reward_model": reward_model.SPEC, "dpo": dpo.SPEC, "grpo": grpo.S
 
 @dataclass
 class RoundConfig(RunConfig):
-    method: str = field(default="dpo", metadata={"help": "dpo or grpo"})
+    method: str = field(default="dpo", metadata={"help": "dpo or grpo", "choices": {
+        "dpo": "DPO on the judgments", "grpo": "GRPO against the reward model"}})
     train_reward_model: bool = field(default=True, metadata={"help": "train a new reward model first"})
     reward_model: dict = field(default_factory=lambda: {"max_steps": 60, "max_length": 160, "batch_size": 8,
                                                         "learning_rate": 5e-5, "min_pairs": 10})
@@ -150,4 +151,5 @@ def _close(pipeline: Job, status: str, *, error: str = "", result: dict | None =
 
 
 SPEC = register(KindSpec(Job.Kind.ROUND, RoundConfig, "default", check,
-                         "Next round: reward model → DPO or GRPO → generate → enqueue", start=start, advance=advance))
+                         "Next round: reward model → DPO or GRPO → generate → enqueue", start=start, advance=advance,
+                         steps=plan))

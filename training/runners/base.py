@@ -60,8 +60,11 @@ class RunConfig:
         out = []
         for f in dataclasses.fields(cls):
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            choices = f.metadata.get("choices")
             out.append({"name": f.name, "type": _type_name(hints[f.name]), "default": default,
-                        "help": f.metadata.get("help", "")})
+                        "help": f.metadata.get("help", ""),
+                        "choices": dict(choices) if isinstance(choices, dict) else
+                        {value: "" for value in choices} if choices else None})
         return out
 
 

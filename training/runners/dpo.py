@@ -41,7 +41,8 @@ DPO_LOSSES = ("sigmoid", "ipo", "robust")
 class DPOConfig(RunConfig):
     base_model: str = field(default="smollm2", metadata={
         "help": "the policy to start from: 'smollm2', a path, or a hub id (a job fills it from `parent`)"})
-    loss_type: str = field(default="sigmoid", metadata={"help": "sigmoid (DPO), ipo, or robust (label-smoothed)"})
+    loss_type: str = field(default="sigmoid", metadata={"help": "the preference loss", "choices": {
+        "sigmoid": "DPO", "ipo": "IPO (less prone to overfitting)", "robust": "robust DPO (label-smoothed, noisy votes)"}})
     beta: float = field(default=0.1, metadata={"help": "strength of the pull toward the reference"})
     label_smoothing: float = field(default=0.1, metadata={"help": "ε for the robust loss (noisy votes)"})
     margin_scale: float = field(default=0.0, metadata={
@@ -125,7 +126,8 @@ def train_dpo(snapshot: Path, output_dir: Path, config: DPOConfig, *, reporter: 
         raise RunFailed(f"The snapshot has {len(rows)} usable preference pairs ({len(train)} to train, "
                         f"{len(held_out)} held out); DPO needs at least {config.min_pairs} to train and one held out. "
                         "Collect more judgments (ties do not count), or lower min_pairs.")
-    reporter.progress(0.02, "loading the policy")
+    reporter.progress(0.02, f"loading the policy {config.base_model}")
+    reporter.log(f"loading the policy {config.base_model}")  # logged too: a progress message can be throttled
     set_seed(config.seed)  # LoRA's initial weights too: same seed and data, same policy
     tokenizer, model = load_policy(config.base_model)
     limit = context_length(model)

@@ -33,8 +33,9 @@ class GenerateConfig(RunConfig):
     temperature: float = field(default=0.7, metadata={"help": "0: greedy"})
     top_p: float = 0.95
     batch_size: int = 8
-    backend: str = field(default="auto", metadata={"help": "transformers, vllm, or auto (vllm when installed and "
-                                                           "a GPU is there)"})
+    backend: str = field(default="auto", metadata={"help": "what generates the answers", "choices": {
+        "auto": "vLLM when installed and a GPU is there, else transformers", "transformers": "transformers generate",
+        "vllm": "vLLM (needs a GPU)"}})
     compare_with_parent: bool = field(default=True, metadata={
         "help": "also answer with the parent policy and enqueue new-vs-parent comparisons"})
     priority_from_reward_model: bool = field(default=True, metadata={
@@ -98,6 +99,8 @@ def generate_answers(model_name: str, prompts: list[tuple[int, object]], output:
 def _generate_transformers(model_name, prompts, config, reporter):
     import torch
 
+    reporter.progress(0.0, f"loading {model_name}")
+    reporter.log(f"loading {model_name}")  # logged too: a progress message can be throttled
     tokenizer, model = load_policy(model_name, for_generation=True)
     check_prompt_lengths(tokenizer, [p for _, p in prompts], context_length(model) - config.max_new_tokens,
                          "the model's context less max_new_tokens")

@@ -35,10 +35,14 @@ from .policy import as_messages, check_prompt_lengths, context_length, load_poli
 class GRPOConfig(RunConfig):
     base_model: str = field(default="smollm2", metadata={"help": "the policy to start from (a job fills it)"})
     rewards: list[str] = field(default_factory=lambda: ["reward_model"], metadata={
-        "help": "reward functions: reward_model, pairwise_winrate (over the reward model), length_target, "
-                "length_penalty, contains_keyword"})
+        "help": "reward functions, summed with reward_weights", "choices": {
+            "reward_model": "the reward model's score", "pairwise_winrate": "win rate against the group (reward model)",
+            "length_target": "close to length_target_words", "length_penalty": "shorter than length_penalty_chars",
+            "contains_keyword": "says the keyword"}})
     reward_weights: list[float] = field(default_factory=list, metadata={"help": "one weight per reward (default 1)"})
-    shaping: str = field(default="none", metadata={"help": "none, par, delta or clip, applied to the reward model"})
+    shaping: str = field(default="none", metadata={"help": "shaping of the reward model's score", "choices": {
+        "none": "raw score", "par": "PAR: sigmoid of the score minus the reference answer's",
+        "delta": "score minus the reference answer's", "clip": "clipped to clip_low…clip_high"}})
     uncertainty_penalty: float = field(default=0.5, metadata={
         "help": "reward model: mean − this × ensemble spread"})
     clip_low: float = -1.0
@@ -175,7 +179,8 @@ def train_grpo(prompts_path: Path, output_dir: Path, config: GRPOConfig, *, rewa
         raise RunFailed(f"{len(rows)} prompts: {len(train)} left to train on after holding {len(held)} out, fewer "
                         f"than prompts_per_step={config.prompts_per_step}. Add prompts or lower those settings.")
     functions, weights = build_rewards(config, reward_model_dir)
-    reporter.progress(0.02, "loading the policy")
+    reporter.progress(0.02, f"loading the policy {config.base_model}")
+    reporter.log(f"loading the policy {config.base_model}")  # logged too: a progress message can be throttled
     set_seed(config.seed)  # LoRA's initial weights too: same seed and data, same policy
     tokenizer, model = load_policy(config.base_model, for_generation=True)
     limit = context_length(model)

@@ -40,9 +40,13 @@ from .base import (
 class RewardModelConfig(RunConfig):
     base_model: str = field(default="minilm", metadata={
         "help": "'minilm' (shipped, trains on CPU), a local path, or a Hugging Face id"})
-    loss: str = field(default="bt", metadata={"help": "bt, bt_margin, label_smoothing or tie_aware"})
-    votes: str = field(default="majority", metadata={
-        "help": "majority, all or weighted (bt_margin uses weighted margins)"})
+    loss: str = field(default="bt", metadata={"help": "how a vote becomes a loss", "choices": {
+        "bt": "Bradley–Terry", "bt_margin": "Bradley–Terry with the vote's margin",
+        "label_smoothing": "Bradley–Terry with label smoothing (noisy votes)",
+        "tie_aware": "Rao–Kupper: ties are learned too"}})
+    votes: str = field(default="majority", metadata={"help": "several votes on one comparison", "choices": {
+        "majority": "the majority side, one pair", "all": "a pair per vote",
+        "weighted": "one pair with a margin (bt_margin reads it)"}})
     label_smoothing: float = field(default=0.1, metadata={"help": "ε for label_smoothing"})
     tie_threshold: float = field(default=1.0, metadata={"help": "θ of the tie-aware (Rao–Kupper) loss"})
     rubric: bool = field(default=False, metadata={"help": "also regress the project's rubric criteria"})
@@ -240,6 +244,9 @@ def train_reward_model(snapshot: Path, output_dir: Path, config: RewardModelConf
     for member in range(config.ensemble_size):
         reporter.checkpoint()
         set_seed(config.seed + member)  # the new head's weights too: same seed and data, same model
+        reporter.progress(0.95 * member / config.ensemble_size, f"member {member + 1}/{config.ensemble_size}: "
+                          f"loading {config.base_model}")
+        reporter.log(f"member {member + 1}: loading {config.base_model}")  # logged too: progress can be throttled
         tokenizer, model = _load_backbone(config.base_model, outputs)
         dataset = _dataset(train, tokenizer, config, rubric=bool(criteria))
         report = trainer_callback(

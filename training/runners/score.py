@@ -11,7 +11,8 @@ from .base import Reporter, RunConfig, check, device, set_threads
 @dataclass
 class ScoreConfig(RunConfig):
     checkpoint: int = field(default=0, metadata={"help": "id of the reward-model checkpoint (0: the newest)"})
-    scope: str = field(default="all", metadata={"help": "all responses, or only those in open comparisons"})
+    scope: str = field(default="all", metadata={"help": "which responses to score", "choices": {
+        "all": "every response in the project", "open": "only responses in open comparisons"}})
     batch_size: int = 32
     threads: int = 0
 

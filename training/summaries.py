@@ -1,0 +1,156 @@
+"""What a finished job or a model's metrics mean, for the pages: the evaluation as a table beside
+its baselines (random, longer-wins, the parent policy), warnings when a model does worse than a
+baseline. Plain functions of dicts: no database."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# A metric logged at this step or later is a final value, not a point of a curve.
+FINAL_STEP = 10**6
+
+
+@dataclass
+class Evaluation:
+    title: str
+    columns: list[str]
+    rows: list[list[str]]
+    warnings: list[str] = field(default_factory=list)
+    table_id: str = "evaluation"
+
+
+def _f(value, digits: int = 3) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value)
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def _percent(value) -> str:
+    return "–" if value is None else f"{value * 100:.1f}%"
+
+
+def reward_model_warnings(metrics: dict) -> list[str]:
+    evaluation = metrics.get("eval") or {}
+    accuracy = evaluation.get("accuracy", metrics.get("eval_accuracy"))
+    if accuracy is None:
+        return []
+    baselines = evaluation.get("baselines") or {}
+    out = []
+    random, longer = baselines.get("random", 0.5), baselines.get("longer_wins")
+    if accuracy <= random:
+        out.append(f"No better than random: held-out accuracy {_f(accuracy)} against {_f(random, 2)} for a coin "
+                   "flip. Do not train a policy on it; collect more judgments or check their agreement.")
+    elif longer is not None and accuracy < longer:
+        out.append(f"Worse than “the longer response wins”: held-out accuracy {_f(accuracy)} against "
+                   f"{_f(longer)}. It may have learned little beyond length.")
+    return out
+
+
+def dpo_warnings(metrics: dict) -> list[str]:
+    before, after = metrics.get("heldout_margin_before", 0.0), metrics.get("heldout_margin_after")
+    accuracy = metrics.get("heldout_accuracy_after")
+    out = []
+    if after is not None and after <= before:
+        out.append(f"Worse than its parent: the held-out margin did not rise ({_f(before)} before, {_f(after)} "
+                   "after), so it does not prefer the chosen responses more than the policy it started from.")
+    elif accuracy is not None and accuracy <= 0.5:
+        out.append(f"No better than random on held-out pairs: it prefers the chosen response on "
+                   f"{_percent(accuracy)} of them.")
+    return out
+
+
+def grpo_warnings(metrics: dict) -> list[str]:
+    before, after = metrics.get("heldout_reward_before"), metrics.get("heldout_reward_after")
+    if before is None or after is None or after >= before:
+        return []
+    return [f"Worse than its parent: the held-out mean reward fell from {_f(before)} to {_f(after)}."]
+
+
+def round_warning(row: dict) -> str | None:
+    """A round whose new policy people preferred less often than its parent."""
+    if not row.get("judgments") or row.get("win_rate") is None or row["win_rate"] >= 0.5:
+        return None
+    if row.get("high") is not None and row["high"] < 0.5:
+        return (f"People preferred the parent: the new policy won {_percent(row['win_rate'])} "
+                f"(95% interval {_percent(row['low'])}–{_percent(row['high'])}).")
+    return (f"The new policy wins {_percent(row['win_rate'])} so far, below its parent; not yet certain "
+            f"(95% interval up to {_percent(row['high'])}).")
+
+
+def evaluation_of(metrics: dict | None) -> Evaluation | None:
+    """The table for a job's result or a checkpoint's metrics, recognised by what they hold."""
+    metrics = metrics or {}
+    if metrics.get("eval"):
+        return _reward_model(metrics)
+    if "heldout_margin_after" in metrics:
+        return _dpo(metrics)
+    if "heldout_reward_after" in metrics:
+        return _grpo(metrics)
+    if "comparisons_added" in metrics and "steps" not in metrics:
+        return _generate(metrics)
+    if "scored" in metrics:
+        return Evaluation("Scoring", ["", "value", ""], [["responses scored", _f(metrics["scored"]), ""],
+                                                         ["mean reward", _f(metrics.get("mean_score")), ""]])
+    return None
+
+
+def _reward_model(metrics: dict) -> Evaluation:
+    e = metrics["eval"]
+    rows = [["reward model", _f(e.get("accuracy")), f"pairwise accuracy on {e.get('n', '?')} held-out pairs"],
+            ["random", _f((e.get("baselines") or {}).get("random")), "baseline"],
+            ["longer response wins", _f((e.get("baselines") or {}).get("longer_wins")), "baseline"]]
+    calibration = e.get("calibration") or {}
+    if calibration:
+        rows.append(["calibration", _f(calibration.get("ece")),
+                     f"expected calibration error (Brier {_f(calibration.get('brier'))})"])
+    for strength, row in (e.get("by_strength") or {}).items():
+        rows.append([strength, _f(row.get("accuracy")), f"accuracy on {row.get('n')} pairs judged {strength}"])
+    if metrics.get("eval_mean_spread") is not None:
+        rows.append(["ensemble spread", _f(metrics["eval_mean_spread"]), "mean disagreement of the members"])
+    return Evaluation("Held-out evaluation", ["", "value", "what it is"], rows, reward_model_warnings(metrics))
+
+
+def _dpo(m: dict) -> Evaluation:
+    rows = [
+        ["held-out margin", _f(m.get("heldout_margin_before", 0.0)), _f(m.get("heldout_margin_after")),
+         "log-ratio of chosen over rejected, against the parent (0 before: the policy is its own reference)"],
+        ["held-out accuracy", "–", _percent(m.get("heldout_accuracy_after")),
+         f"pairs where the chosen response gains more than the rejected one ({m.get('held_out_pairs', '?')} "
+         "held out; before training every pair is a tie)"],
+        ["moved from parent, chosen", "0.000", _f(m.get("heldout_logratio_chosen")),
+         "mean log π/π_parent on held-out chosen responses (a KL proxy)"],
+        ["moved from parent, rejected", "0.000", _f(m.get("heldout_logratio_rejected")),
+         "the same on rejected responses"],
+        ["final loss", "–", _f(m.get("final_loss")), f"{m.get('steps', '?')} steps on {m.get('train_pairs', '?')} pairs"],
+    ]
+    return Evaluation("Held-out preference (DPO)", ["", "before: the parent", "after: this policy", ""],
+                      rows, dpo_warnings(m))
+
+
+def _grpo(m: dict) -> Evaluation:
+    rows = [
+        ["held-out mean reward", _f(m.get("heldout_reward_before")), _f(m.get("heldout_reward_after")),
+         f"on {m.get('held_out_prompts', '?')} held-out prompts"],
+        ["training reward", _f(m.get("train_reward_first")), _f(m.get("train_reward_last")),
+         "first and last training step"],
+        ["KL from the reference", "0.000", _f(m.get("kl_last")), "at the last step"],
+        ["completion length", "–", _f(m.get("completion_length_last"), 1), "mean tokens at the last step"],
+    ]
+    return Evaluation("Held-out reward (GRPO)", ["", "before: the parent", "after: this policy", ""],
+                      rows, grpo_warnings(m))
+
+
+def _generate(m: dict) -> Evaluation:
+    rows = [["round", _f(m.get("round")), ""], ["answers", _f(m.get("answers")), "new policy and parent"],
+            ["comparisons added", _f(m.get("comparisons_added")), "new policy against its parent, in the queue"],
+            ["backend", _f(m.get("backend")), ""],
+            ["tokens per second", _f(m.get("tokens_per_second"), 1), ""],
+            ["mean answer length", _f(m.get("mean_answer_tokens"), 1), "tokens"]]
+    return Evaluation("Generation", ["", "value", ""], rows)
+
+
+def warnings_of(metrics: dict | None) -> list[str]:
+    evaluation = evaluation_of(metrics)
+    return evaluation.warnings if evaluation else []
