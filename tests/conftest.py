@@ -178,3 +178,17 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_sep("=", "fault suite counts")
         for counts in FAULT_COUNTS:
             terminalreporter.write_line(counts.line())
+
+
+@pytest.fixture(autouse=True)
+def empty_caches():
+    """Each test starts with empty caches: a rolled-back test reuses primary keys, and a value cached
+    under a project's id by an earlier test would otherwise answer for this one's project."""
+    from django.core.cache import caches
+
+    import contextlib
+
+    for alias in caches:
+        with contextlib.suppress(Exception):  # a database cache outside a test with the database
+            caches[alias].clear()
+    yield

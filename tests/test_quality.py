@@ -11,8 +11,7 @@ from rest_framework.test import APIClient
 
 from annotate.actions import JudgmentInput, do_create_project, do_set_member, do_submit_judgment
 from annotate.export import ExportOptions, iter_rows
-from annotate.importing import ParsedRow, import_rows
-from annotate.models import Comparison, Judgment, Role, Settlement
+from annotate.models import Candidate, Comparison, Judgment, Prompt, Role, Settlement, content_hash
 from annotate.quality import annotator_statistics, bias_report, judgment_flags, option_effects
 from annotate.queue import next_comparison_for
 from annotate.review import do_mark_gold, do_set_gold_share, review_queue
@@ -24,11 +23,16 @@ pytestmark = pytest.mark.django_db
 
 
 def make_pairs(project, n: int, start: int = 0) -> list[Comparison]:
-    rows = [ParsedRow(prompt_text=f"Question {i}?", prompt_messages=None,
-                      responses=[(f"Short {i}.", "model-x"), (f"A much longer answer number {i}.", "model-y")],
-                      pairs=[(0, 1, None)]) for i in range(start, start + n)]
-    import_rows(project, rows, labels="ignore")
-    return list(Comparison.objects.filter(project=project).order_by("id"))[-n:]
+    """n comparisons whose response a is the short one and b the longer (made row by row: the
+    importer's set-based insert does not promise which response gets the lower id)."""
+    made = []
+    for i in range(start, start + n):
+        prompt = Prompt.objects.create(project=project, text=f"Question {i}?", content_hash=content_hash(f"Question {i}?"))
+        a, b = (Candidate.objects.create(prompt=prompt, text=text, content_hash=content_hash(text), source=source)
+                for text, source in ((f"Short {i}.", "model-x"), (f"A much longer answer number {i}.", "model-y")))
+        made.append(Comparison.objects.create(project=project, prompt=prompt, candidate_a=a, candidate_b=b,
+                                              votes_wanted=project.votes_wanted))
+    return made
 
 
 def vote(comparison, user, choice, shown_left="a", ms=20000, rationale=""):

@@ -60,7 +60,7 @@ def test_only_staff_create_site_accounts(project, users):
     users["owner"].save()
     made = login(users["owner"]).post(reverse("members", args=[project.slug]),
                                       {"username": "newbie", "role": "annotator", "create": "1"}, follow=True)
-    assert b"password (shown once)" in made.content
+    assert b'<input id="new-password" readonly value="' in made.content  # the one-time password, in its copy box
     assert project.memberships.filter(user__username="newbie", role="annotator").exists()
 
 
