@@ -184,9 +184,9 @@ def pytest_terminal_summary(terminalreporter):
 def empty_caches():
     """Each test starts with empty caches: a rolled-back test reuses primary keys, and a value cached
     under a project's id by an earlier test would otherwise answer for this one's project."""
-    from django.core.cache import caches
-
     import contextlib
+
+    from django.core.cache import caches
 
     for alias in caches:
         with contextlib.suppress(Exception):  # a database cache outside a test with the database
