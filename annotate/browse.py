@@ -36,6 +36,7 @@ class Filters:
     origin: str = ""
     source: str = ""
     disagreement: bool = False
+    flagged: bool = False  # a vote carries a noise flag (annotate.quality.judgment_flags)
     gold: str = ""  # "", "yes", "no"
     sort: str = "newest"
     cursor: str = ""
@@ -57,6 +58,7 @@ class Filters:
         found.origin = origin if origin in Origin.values else ""
         found.source = query.get("source", "").strip()[:200]
         found.disagreement = query.get("disagreement") == "1"
+        found.flagged = query.get("flagged") == "1"
         gold = query.get("gold", "")
         found.gold = gold if gold in ("yes", "no") else ""
         sort = query.get("sort", "newest")
@@ -70,6 +72,7 @@ class Filters:
 
         values = {"q": self.q, "status": self.status, "round": "" if self.round is None else self.round,
                   "origin": self.origin, "source": self.source, "disagreement": "1" if self.disagreement else "",
+                  "flagged": "1" if self.flagged else "",
                   "gold": self.gold, "sort": "" if self.sort == "newest" else self.sort}
         values.update(changes)
         return urlencode({k: v for k, v in values.items() if v not in ("", None)})
@@ -100,6 +103,11 @@ def filtered(project: Project, filters: Filters) -> QuerySet:
         rows = rows.filter(gold_choice__isnull=True)
     if filters.disagreement:
         rows = rows.filter(_disagreement())
+    if filters.flagged:
+        from .quality import judgment_flags
+
+        flagged = judgment_flags(project)
+        rows = rows.filter(pk__in=Judgment.objects.filter(pk__in=list(flagged)).values("comparison_id"))
     if filters.q:
         texts = Candidate.objects.filter(prompt__project=project, text__icontains=filters.q).values("pk")
         rows = rows.filter(Q(prompt__text__icontains=filters.q) | Q(candidate_a__in=texts) | Q(candidate_b__in=texts))

@@ -85,6 +85,24 @@ def test_search_reaches_the_responses_and_filters_combine(made, demo_pairs, user
     assert odd.status_code == 200 and b"is not a whole number" in odd.content
 
 
+def test_the_flagged_filter_shows_comparisons_with_a_vote_against_a_strong_majority(demo_pairs, users):
+    from django.contrib.auth import get_user_model
+
+    from annotate.models import Judgment
+
+    User = get_user_model()
+    voters = [users["annotator"], users["annotator2"], users["manager"], User.objects.create_user("fourth")]
+    disputed, calm = Comparison.objects.filter(project=demo_pairs).order_by("pk")[:2]
+    for comparison, odd_choice in ((disputed, "b"), (calm, "a")):
+        for voter in voters[:3]:
+            Judgment.objects.create(project=demo_pairs, comparison=comparison, annotator=voter, choice="a",
+                                    shown_left="a", ms_spent=20000)
+        Judgment.objects.create(project=demo_pairs, comparison=comparison, annotator=voters[3], choice=odd_choice,
+                                shown_left="a", ms_spent=20000)
+    html = login(users["manager"]).get(reverse("comparisons", args=[demo_pairs.slug]), {"flagged": "1"}).content.decode()
+    assert ids_on(html) == [disputed.pk]  # three votes for a, one for b: the b vote is flagged
+
+
 @pytest.mark.both_databases
 def test_bulk_actions_retire_prioritise_and_mark_gold_from_the_majority(made, demo_pairs, users):
     client = login(users["manager"])

@@ -303,6 +303,33 @@ def test_a_reward_model_snapshot_records_the_options_applied(project, users):
         RewardModelConfig.from_dict({"min_trust": 3})
 
 
+def test_dpo_jobs_take_the_quality_options_into_their_snapshot(project, users, monkeypatch):
+    from training import jobs
+    from training.kinds import dpo
+
+    (c1,) = make_pairs(project, 1)
+    vote(c1, users["annotator"], "a")
+    with pytest.raises(jobs.LaunchRefused, match="min_trust"):
+        jobs.parse_config("dpo", {"min_trust": 3})
+    config = jobs.parse_config("dpo", {"min_trust": 0.4, "exclude_flagged": True, "settled_only": True})
+    taken = {}
+
+    def stop_before_training(path, output, config, reporter=None):  # the snapshot is what is under test
+        taken["path"] = path
+        raise RuntimeError("stop")
+
+    monkeypatch.setattr(dpo, "train_dpo", stop_before_training)
+    from training.models import DatasetSnapshot, Job
+
+    job = Job.objects.create(project=project, kind="dpo", config=config.to_dict())
+    with pytest.raises(RuntimeError, match="stop"):
+        dpo.execute(job, config, jobs.JobReporter(job))
+    snapshot = DatasetSnapshot.objects.get(project=project)
+    assert snapshot.format == "trl-preference"
+    assert (snapshot.options["min_trust"], snapshot.options["exclude_flagged"], snapshot.options["settled_only"]) == (
+        0.4, True, True)
+
+
 def test_the_export_command_takes_the_quality_options(project, users, reviewer, tmp_path):
     from django.core.management import CommandError, call_command
 

@@ -12,6 +12,7 @@ from ..jobs import scratch_dir
 from ..models import Checkpoint, Job
 from ..registry import KindSpec, LaunchRefused, Outcome, register
 from ..runners.base import Reporter
+from ..runners.base import check as ensure
 from ..runners.dpo import DPOConfig, train_dpo
 from ..snapshots import make_snapshot, snapshot_path
 from .common import judged_comparisons, policy_for
@@ -20,6 +21,15 @@ from .common import judged_comparisons, policy_for
 @dataclass
 class DPOJobConfig(DPOConfig):
     parent: int = field(default=0, metadata={"help": "policy checkpoint to start from (0: newest, or the base)"})
+    min_trust: float | None = field(default=None, metadata={
+        "help": "leave out judgments of annotators whose trust is below this (0 to 1)"})
+    exclude_flagged: bool = field(default=False, metadata={
+        "help": "leave out noise-flagged judgments and those of flagged annotators"})
+    settled_only: bool = field(default=False, metadata={"help": "train only on comparisons a reviewer settled"})
+
+    def __post_init__(self):
+        super().__post_init__()
+        ensure(self.min_trust is None or 0 <= self.min_trust <= 1, "min_trust", "must be a number from 0 to 1")
 
 
 def check(project: Project, config: DPOJobConfig) -> None:
@@ -34,7 +44,8 @@ def execute(job: Job, config: DPOJobConfig, reporter: Reporter) -> Outcome:
     parent = policy_for(job.project, config.parent, config.base_model)
     votes = "weighted" if config.margin_scale > 0 else "majority"
     reporter.progress(0.01, "freezing a dataset snapshot")
-    snapshot = make_snapshot(job.project, "trl-preference", votes=votes)
+    snapshot = make_snapshot(job.project, "trl-preference", votes=votes, min_trust=config.min_trust,
+                             exclude_flagged=config.exclude_flagged, settled_only=config.settled_only)
     reporter.log(f"snapshot {snapshot.sha256} ({snapshot.rows} pairs); starting from {parent.name}")
     result = train_dpo(snapshot_path(snapshot), scratch_dir(job), replace(config, base_model=parent.model_name),
                        reporter=reporter)
