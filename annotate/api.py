@@ -6,6 +6,7 @@ from __future__ import annotations
 import secrets
 
 from django.db import connection, transaction
+from django.db.models import Max
 from django.http import FileResponse
 from django.shortcuts import get_object_or_404
 from django_filters import rest_framework as filters
@@ -18,6 +19,7 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.fields import DateTimeField
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
+from rest_framework.utils.urls import replace_query_param
 from rest_framework.views import APIView
 
 from rewards import quality as quality_stats
@@ -36,6 +38,7 @@ from .actions import (
     do_undo_last_judgment,
     do_update_project,
 )
+from .db import on_postgresql
 from .importing import ImportFailed, ParsedRow, import_rows
 from .models import (
     ApiToken,
@@ -298,7 +301,13 @@ class ComparisonDetail(generics.RetrieveUpdateAPIView):
 
 
 class JudgmentFilter(filters.FilterSet):
-    since_id = id_filter("id", "gt", label="Judgments after this id")
+    since_id = id_filter("id", "gt", label="Judgments after this id (on PostgreSQL a judgment that commits late "
+                                           "with a lower id is missed: poll with since_tx instead)")
+    since_tx = filters.NumberFilter(method="no_filter", min_value=0, max_value=s.MAX_ID, label=(
+        "Commit-safe polling: judgments committed since this token (0 to start). The answer's "
+        "X-Prefloop-Next-Since-Tx header is the token for the next poll; a late commit is never skipped."))
+    until_tx = filters.NumberFilter(method="no_filter", min_value=0, max_value=s.MAX_ID, label=(
+        "With since_tx: the end of the window, set in the page links so every page reads the same window."))
     since = filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte", label="Made at or after")
     annotator = filters.CharFilter(field_name="annotator__username")
     origin = filters.ChoiceFilter(field_name="comparison__origin", choices=Comparison.Origin.choices)
@@ -308,6 +317,9 @@ class JudgmentFilter(filters.FilterSet):
     class Meta:
         model = Judgment
         fields = ["choice"]
+
+    def no_filter(self, queryset, name, value):  # applied in JudgmentList.since_tx_window
+        return queryset
 
 
 @extend_schema_view(
@@ -344,8 +356,27 @@ class JudgmentList(generics.ListCreateAPIView):
     LIST_NAMES = ("id", "comparison", "annotator", "choice", "strength", "rubric_scores", "rationale", "shown_left",
                   "ms_spent", "created_at", "origin", "round")
 
+    def since_tx_window(self, judgments):
+        """The judgments written by transactions in [since_tx, until_tx): until_tx is the commit
+        horizon (annotate.watermarks) when the poll starts, so every transaction below it has ended
+        and nothing can still commit into the window. On SQLite (one writer at a time, ids commit in
+        order) the token is an id bound instead. Returns the filtered rows and the window's end."""
+        params = self.request.query_params
+        if "since_tx" not in params:
+            return judgments, None
+        start = int(float(params["since_tx"]))  # validated by the filter set
+        until = int(float(params["until_tx"])) if params.get("until_tx") else None
+        if on_postgresql():
+            until = until if until is not None else horizon()
+            return judgments.extra(where=["annotate_judgment.txid >= %s", "annotate_judgment.txid < %s"],
+                                   params=[start, until]), until
+        if until is None:
+            until = (Judgment.objects.aggregate(top=Max("id"))["top"] or 0) + 1
+        return judgments.filter(id__gte=start, id__lt=until), until
+
     def list(self, request, *args, **kwargs):
-        rows = self.filter_queryset(self.get_queryset()).values(*self.LIST_COLUMNS)
+        judgments, until = self.since_tx_window(self.filter_queryset(self.get_queryset()))
+        rows = judgments.values(*self.LIST_COLUMNS)
         page = self.paginate_queryset(rows)
         results = []
         for row in page:
@@ -355,7 +386,12 @@ class JudgmentList(generics.ListCreateAPIView):
             if not self.sees_origin:
                 item["origin"] = None
             results.append(item)
-        return self.get_paginated_response(results)
+        response = self.get_paginated_response(results)
+        if until is not None:
+            if response.data.get("next"):  # every page of this poll reads the same window
+                response.data["next"] = replace_query_param(response.data["next"], "until_tx", until)
+            response["X-Prefloop-Next-Since-Tx"] = str(until)
+        return response
 
     def create(self, request, *args, **kwargs):
         project, membership = _member(request, kwargs["slug"])

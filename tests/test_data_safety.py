@@ -117,6 +117,59 @@ def test_the_judgments_webhook_counts_a_judgment_that_commits_after_a_higher_id(
     assert counted == 2, (early, late, [d.payload for d in WebhookDelivery.objects.all()])
 
 
+@pytest.mark.django_db(transaction=True)
+def test_polling_judgments_with_since_tx_never_skips_a_late_commit(project, users, api_for):
+    """The API's commit-safe cursor: one transaction inserts the lower id and stays open while a
+    higher id commits; a poll in between, then one after the late commit with the token it gave.
+    Every judgment comes back exactly once (an id cursor would have skipped the lower one)."""
+    from django.db import connection, connections, transaction
+
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite has one writer at a time: ids commit in order there")
+    import_stream(project, io.BytesIO(pairs(3)), labels="ignore")
+    first, second, third = Comparison.objects.filter(project=project).order_by("id")
+    client = api_for("manager")
+    url = f"/api/v1/projects/{project.slug}/judgments/"
+    inserted, release, done = threading.Event(), threading.Event(), threading.Event()
+
+    def late_writer():
+        try:
+            with transaction.atomic():
+                Judgment.objects.create(project=project, comparison=first, annotator=users["annotator"], choice="a")
+                inserted.set()
+                release.wait(30)
+        finally:
+            connections.close_all()
+            done.set()
+
+    threading.Thread(target=late_writer).start()
+    assert inserted.wait(30)
+    later = Judgment.objects.create(project=project, comparison=second, annotator=users["annotator2"], choice="b")
+    polls, token = [], 0
+    response = client.get(url, {"since_tx": token, "page_size": 1})
+    polls.append([row["id"] for row in response.json()["results"]])
+    token = int(response["X-Prefloop-Next-Since-Tx"])
+    by_id = client.get(url, {"since_id": 0}).json()["results"]
+    release.set()
+    assert done.wait(30)
+    Judgment.objects.create(project=project, comparison=third, annotator=users["annotator2"], choice="a")
+    for _ in range(10):  # the next polls, page by page, each page in the same window
+        response = client.get(url, {"since_tx": token, "page_size": 1})
+        rows = response.json()["results"]
+        polls.append([row["id"] for row in rows])
+        while response.json()["next"]:
+            response = client.get(response.json()["next"])
+            polls[-1] += [row["id"] for row in response.json()["results"]]
+        token = int(response["X-Prefloop-Next-Since-Tx"])
+        if not Judgment.objects.extra(where=["txid >= %s"], params=[token]).exists():
+            break
+    seen = [i for poll in polls for i in poll]
+    assert sorted(seen) == sorted(Judgment.objects.values_list("id", flat=True)) and len(seen) == len(set(seen)) == 3
+    early = Judgment.objects.exclude(pk__gte=later.pk).get()
+    assert [row["id"] for row in by_id] == [later.pk] and early.pk < later.pk  # what since_id saw, then missed
+    assert early.pk not in polls[0]  # not handed out while its transaction was open
+
+
 @pytest.mark.both_databases
 def test_an_import_applies_or_reports_every_label(project, users):
     """A duplicate pair later in the file, a second label on a pair the imported account labelled

@@ -223,6 +223,20 @@ class Client:
 
     # --- reading judgments ---------------------------------------------------------------------
 
+    def new_judgments(self, project: str, token: int = 0, *, page_size: int = 1000, **filters) -> tuple[list[dict], int]:
+        """Commit-safe polling: (judgments committed since `token`, the token for the next call).
+        Start with 0 and keep the returned token; unlike an id cursor, a judgment that commits late
+        with a lower id is never skipped (each judgment comes back exactly once across calls)."""
+        rows, url, query, next_token = [], f"projects/{project}/judgments/", {
+            "since_tx": token, "page_size": page_size, **filters}, token
+        while url:
+            response = self.request("GET", url, params=query)
+            next_token = int(response.headers.get("X-Prefloop-Next-Since-Tx", next_token))
+            page = response.json()
+            rows.extend(page["results"])
+            url, query = page.get("next"), {}
+        return rows, next_token
+
     def judgments(self, project: str, *, since_id: int = 0, page_size: int = 1000, **filters) -> Iterator[dict]:
         """Judgments with an id above `since_id`, oldest first (managers see everyone's,
         annotators their own). The last id you saw is the cursor for the next sync. Filters:
