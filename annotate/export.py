@@ -38,6 +38,7 @@ import json
 import os
 import tempfile
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -48,6 +49,7 @@ from django.db.models import Count, Max, Sum
 
 from rewards.votes import VOTE_MODES, resolve
 
+from .db import on_postgresql
 from .models import Comparison, Judgment, Project
 from .quality import Exclusions, QualityFilter, exclusions, fingerprint
 
@@ -159,8 +161,10 @@ def _where(project: Project, options: ExportOptions) -> tuple[str, list]:
 def _rows(sql: str, params: list, seen: Callable[[int], None] | None = None) -> Iterator[tuple]:
     """Rows from a server-side cursor on PostgreSQL (constant memory), in chunks elsewhere.
     Inside a transaction: outside one the cursor would be WITH HOLD, and PostgreSQL would
-    materialise the whole result before the first row. `seen(n)` hears of each chunk read."""
-    with transaction.atomic(), connection.chunked_cursor() as cursor:
+    materialise the whole result before the first row. On SQLite no transaction: there one takes
+    the database's single write lock (IMMEDIATE), and judging would wait for the whole export; a
+    plain SELECT reads one consistent snapshot in WAL mode. `seen(n)` hears of each chunk read."""
+    with transaction.atomic() if on_postgresql() else nullcontext(), connection.chunked_cursor() as cursor:
         cursor.execute(sql, params)
         while True:
             chunk = cursor.fetchmany(CURSOR_ROWS)

@@ -6,6 +6,7 @@ import gzip
 import io
 import json
 import threading
+import time
 
 import pytest
 
@@ -188,3 +189,47 @@ def test_an_import_applies_or_reports_every_label(project, users):
                          labels="gold")
     assert Comparison.objects.get(prompt__text="3+3?").gold_choice is not None
     assert gold.labels_not_applied == 0
+
+
+@pytest.mark.both_databases
+@pytest.mark.django_db(transaction=True)
+def test_people_keep_judging_while_a_large_import_runs(project, users):
+    """A 30,000-row import in one thread while an annotator leases and judges in another. On SQLite
+    a transaction holds the one write lock of the database: an import in one transaction made every
+    judgment wait for its end (and fail past the 20 s timeout on a bigger file); written batch by
+    batch after reading, judgments are recorded while the import is still going."""
+    from django.db import connections
+
+    from annotate.actions import JudgmentInput, do_submit_judgment
+    from annotate.models import ImportBatch
+    from annotate.queue import next_comparison_for
+
+    import_stream(project, io.BytesIO(pairs(60, prefix="first")), labels="ignore")
+    writing, failed = threading.Event(), []
+
+    def big_import():
+        try:
+            writing.set()
+            import_stream(project, io.BytesIO(pairs(30_000, prefix="big")), labels="judgments", batch_size=1000)
+        except Exception as exc:  # noqa: BLE001 -- reported by the assertion below
+            failed.append(exc)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=big_import)
+    thread.start()
+    assert writing.wait(30)
+    time.sleep(1.0)  # the import is under way: reading its rows, or (in one transaction) holding the lock
+    judged_during = 0
+    imported = ImportBatch.objects.filter(project=project, rows=30_000)
+    while thread.is_alive() and judged_during < 50:
+        lease = next_comparison_for(project, users["annotator"])
+        do_submit_judgment(project, users["annotator"], JudgmentInput(
+            comparison_id=lease.comparison_id, choice="left", ms_spent=1000))
+        if not imported.exists():  # recorded before the import's end was
+            judged_during += 1
+    thread.join(300)
+    assert not failed, failed
+    assert judged_during >= 5  # the annotator kept working while the import ran
+    assert ImportBatch.objects.filter(project=project, rows=30_000, judgments_added=30_000).count() == 1
+    assert Judgment.objects.filter(annotator=users["annotator"]).count() >= judged_during

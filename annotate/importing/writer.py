@@ -1,4 +1,5 @@
-"""Writing parsed rows into a project: set-based SQL per batch, in one transaction, all or nothing.
+"""Writing parsed rows into a project: set-based SQL per batch; on PostgreSQL in one transaction, all
+or nothing, on SQLite one short transaction per batch after the whole file was read (see import_rows).
 
 The dialect-specific SQL of the import lives here (COPY on PostgreSQL, executemany on SQLite);
 the batch is bounded, so memory stays the same whatever the file's size. After a large import
@@ -9,8 +10,11 @@ query otherwise ran with no statistics and a cycle cost ten times more.
 from __future__ import annotations
 
 import json
+import pickle
+import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -269,40 +273,86 @@ def import_rows(
     result: ImportResult | None = None,
     file_sha256=None,
 ) -> tuple[ImportResult, dict[int, int]]:
-    """Write parsed rows into `project` in one transaction, all or nothing, and record the batch.
-    Returns the counts and, for rows that carry an `item`, the comparison each became."""
+    """Write parsed rows into `project` and record the batch. Returns the counts and, for rows that
+    carry an `item`, the comparison each became.
+
+    On PostgreSQL: one transaction, all or nothing (row locks: judging goes on meanwhile). On
+    SQLite, where a transaction holds the one write lock of the whole database, the rows are first
+    read and checked in full (a bad row refuses the file before anything is written), then each
+    batch is written in a short transaction of its own, so annotators keep judging between
+    batches. Only a crash mid-write can leave part of a file there; importing it again adds the
+    rest and nothing twice."""
     if labels not in LABEL_MODES:
         raise ImportFailed(f"Unknown label mode {labels!r}. Accepted: {', '.join(LABEL_MODES)}.")
     batch_size = batch_size or settings.PREFLOOP_IMPORT_BATCH
     started = time.perf_counter()
     result = result or ImportResult(format=format)
-    with transaction.atomic():
+    one_transaction = on_postgresql()
+    with transaction.atomic() if one_transaction else _spooled(rows) as spool:
+        if spool is not None:
+            rows = spool()
         writer = _BatchWriter(project, labels, result)
-        batch: list[ParsedRow] = []
-        for row in rows:
-            batch.append(row)
-            result.rows += 1
-            if len(batch) >= batch_size:
-                writer.write(batch)
-                batch = []
-        if batch:
-            writer.write(batch)
+        try:
+            batch: list[ParsedRow] = []
+            for row in rows:
+                batch.append(row)
+                result.rows += 1
+                if len(batch) >= batch_size:
+                    _write_batch(writer, batch, one_transaction)
+                    batch = []
+            if result.rows == 0:
+                raise ImportFailed("There are no records. Nothing was imported.")
+            if batch:
+                _write_batch(writer, batch, one_transaction)
+        except BaseException:
+            if not one_transaction:  # on PostgreSQL the rollback drops the staging tables
+                writer.close()
+            raise
         writer.close()
-        if result.rows == 0:
-            raise ImportFailed("There are no records. Nothing was imported.")
-        if writer.is_chat and not project.conversational:
-            Project.objects.filter(pk=project.pk).update(conversational=True)
-            project.conversational = True
-        result.sha256 = file_sha256() if file_sha256 else ""
-        ImportBatch.objects.create(
-            project=project, filename=filename[:300], sha256=result.sha256, format=result.format,
-            rows=result.rows, prompts_added=result.prompts_added, candidates_added=result.candidates_added,
-            comparisons_added=result.comparisons_added, judgments_added=result.judgments_added,
-            rows_skipped=result.rows_skipped, created_by=user if getattr(user, "pk", None) else None,
-        )
+        with transaction.atomic():
+            if writer.is_chat and not project.conversational:
+                Project.objects.filter(pk=project.pk).update(conversational=True)
+                project.conversational = True
+            result.sha256 = file_sha256() if file_sha256 else ""
+            ImportBatch.objects.create(
+                project=project, filename=filename[:300], sha256=result.sha256, format=result.format,
+                rows=result.rows, prompts_added=result.prompts_added, candidates_added=result.candidates_added,
+                comparisons_added=result.comparisons_added, judgments_added=result.judgments_added,
+                rows_skipped=result.rows_skipped, created_by=user if getattr(user, "pk", None) else None,
+            )
     analyze_filled_tables(result)
     result.seconds = time.perf_counter() - started
     return result, writer.comparison_ids
+
+
+def _write_batch(writer: _BatchWriter, batch: list[ParsedRow], inside_transaction: bool) -> None:
+    if inside_transaction:
+        writer.write(batch)
+        return
+    with transaction.atomic():  # SQLite: the write lock for one batch only
+        writer.write(batch)
+    time.sleep(SQLITE_PAUSE_SECONDS)  # let a waiting judgment take the lock before the next batch
+
+
+SQLITE_PAUSE_SECONDS = 0.02
+
+
+@contextmanager
+def _spooled(rows: Iterable[ParsedRow]):
+    """Read every row before anything is written (parsing is where a file is refused), keeping
+    them in a temporary file, not in memory. Yields a function that reads them back."""
+    with tempfile.TemporaryFile() as spool:
+        count = 0
+        for row in rows:
+            pickle.dump(row, spool, protocol=pickle.HIGHEST_PROTOCOL)
+            count += 1
+
+        def read_back() -> Iterator[ParsedRow]:
+            spool.seek(0)
+            for _ in range(count):
+                yield pickle.load(spool)  # noqa: S301 -- our own rows, written just above
+
+        yield read_back
 
 
 def analyze_filled_tables(result: ImportResult) -> list[str]:
