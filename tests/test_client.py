@@ -110,6 +110,10 @@ def test_judgments_are_read_page_by_page_since_a_cursor(project, connect):
     assert [j["id"] for j in manager.judgments(project.slug, since_id=cursor)] == judged[3:]
     assert [j["annotator"] for j in annotator.judgments(project.slug)] == ["annotator"] * 3  # only theirs
     assert [j["id"] for j in manager.judgments(project.slug, annotator="annotator2")] == [judged[2], judged[4]]
+    rows, token = manager.new_judgments(project.slug, page_size=2)  # the commit-safe poll, from the start
+    assert [j["id"] for j in rows] == judged and token > 0
+    rows, token = manager.new_judgments(project.slug, token)
+    assert rows == []  # nothing committed since the token
     assert annotator.next_comparison(project.slug) is not None
     for _ in range(3):
         assignment = other.next_comparison(project.slug)
