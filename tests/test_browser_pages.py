@@ -96,7 +96,7 @@ def owner_pages(slug: str, made: dict) -> list[str]:
             f"/p/{slug}/jobs/{made['pipeline'].pk}/", f"/p/{slug}/jobs/{made['generate'].pk}/",
             f"/p/{slug}/models/", f"/p/{slug}/models/{made['rm'].pk}/", f"/p/{slug}/models/{made['dpo'].pk}/",
             f"/p/{slug}/members/", f"/p/{slug}/members/?remove={made['annotator_id']}", f"/p/{slug}/settings/",
-            "/p/no-such-project/"]
+            f"/p/{slug}/review/", f"/p/{slug}/leaderboard/", "/p/no-such-project/"]
 
 
 # The dark theme changes colours only: its pass checks contrast alone (a full axe run is seconds a page).
@@ -183,6 +183,8 @@ def test_the_slug_follows_the_name_until_edited(project, users, live_server):
 
 
 def test_removing_a_member_asks_first_and_the_password_box_copies(project, users, live_server):
+    users["owner"].is_staff = True  # only staff make site accounts (tests/test_security.py)
+    users["owner"].save()
     with browser_for(live_server, users["owner"]) as page:
         page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=live_server.url)
         page.goto(f"{live_server.url}/p/{project.slug}/members/")
@@ -202,7 +204,7 @@ def test_removing_a_member_asks_first_and_the_password_box_copies(project, users
         copied = page.evaluate("navigator.clipboard.readText()")
         connection.close()  # the membership check above went through the event loop's own connection
     assert not Membership.objects.filter(project=project, user=users["annotator2"]).exists()
-    assert copied == password and Client().login(username="newcomer", password=password)
+    assert copied == password and get_user_model().objects.get(username="newcomer").check_password(password)
 
 
 def test_select_all_and_set_priority_on_a_page_of_comparisons(demo_pairs, users, live_server):
