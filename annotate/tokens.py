@@ -120,6 +120,13 @@ class TokenRateThrottle(SimpleRateThrottle):
         if self.cache.add(self.key, 1, self.duration):
             self.cache.set(self.key + ":start", now, self.duration)
             return True
+        start = self.cache.get(self.key + ":start")
+        if start is None or now - start >= self.duration:
+            # The window is over though its counter lives on: the database cache's incr() sets the
+            # counter again with the default timeout, so the counter alone cannot tell.
+            self.cache.set(self.key, 1, self.duration)
+            self.cache.set(self.key + ":start", now, self.duration)
+            return True
         try:
             count = self.cache.incr(self.key)
         except ValueError:  # the window closed between the two calls: this request opens the next
@@ -128,7 +135,7 @@ class TokenRateThrottle(SimpleRateThrottle):
             return True
         if count <= self.num_requests:
             return True
-        self.window_start = self.cache.get(self.key + ":start", now)
+        self.window_start = start
         return False
 
     def wait(self):
