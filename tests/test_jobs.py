@@ -174,7 +174,7 @@ def test_cancel_stops_a_running_job_at_a_step_boundary(celery_worker_process, ju
     assert response.status_code == 302
     wait_for(job, {Job.Status.CANCELLED, Job.Status.FAILED, Job.Status.SUCCEEDED}, seconds=120,
              log=celery_worker_process.log_path)
-    assert job.status == Job.Status.CANCELLED
+    assert job.status == Job.Status.CANCELLED, (job.error, jobs.log_path(job).read_text()[-2000:])
     assert job.progress < 0.5
     assert not Checkpoint.objects.exists()
     assert not jobs.scratch_dir(job).exists()

@@ -91,7 +91,7 @@ def test_next_round_closes_the_loop(celery_worker_process, demo, users, api_for)
     p, z2 = wins / n, 1.96 ** 2
     centre, half = (p + z2 / (2 * n)) / (1 + z2 / n), 1.96 * (p * (1 - p) / n + z2 / (4 * n * n)) ** 0.5 / (1 + z2 / n)
     expected = (f">{n}</td>", f">{round(100 * p)}%</td>",
-                f"{round(100 * max(0, centre - half))}–{round(100 * min(1, centre + half))}%</td>")
+                f"{round(100 * max(0, centre - half))}%–{round(100 * min(1, centre + half))}%</td>")
     client = Client()
     client.force_login(users["owner"])
     page = client.get(f"/p/{demo.slug}/").content.decode()
