@@ -2,7 +2,7 @@
 
     ./prefloop bench loop --experiment pool --pool FILE [--eval FILE] \
         --budgets 50,100,200,400,800 --seeds 3 --out DIR
-    ./prefloop bench loop --experiment rounds ...   (simulated annotators through the product; not built yet)
+    ./prefloop bench loop [--experiment rounds] ...   (simulated annotators through the product: bench/rounds.py)
 
 Pool experiment. Every labelled pair of --pool (any file `import_data` reads: pairs, TRL
 chosen/rejected, HH-RLHF dialogues, AlpacaEval judgments; comma-separate several files) is a
@@ -84,12 +84,16 @@ def build_parser() -> argparse.ArgumentParser:
     pool.add_argument("--max-length", type=int, default=256, help="encoder tokens per text")
     pool.add_argument("--l2", type=float, default=0.0, help="the head's L2 penalty; 0: chosen by 5-fold CV on "
                       "the pool")
+    from bench import rounds
+
+    rounds.add_arguments(parser)
     return parser
 
 
 def run_rounds(args) -> None:
-    sys.exit("--experiment rounds (simulated annotators judging through the product, round after round) is not "
-             "built yet; use --experiment pool.")
+    from bench import rounds
+
+    rounds.run(args)
 
 
 # --- the pool experiment ------------------------------------------------------------------------------

@@ -20,6 +20,8 @@ class JobKind(models.TextChoices):
     DPO = "dpo", "DPO"
     GRPO = "grpo", "GRPO"
     GENERATE = "generate", "Generate"
+    BEST_OF_N = "best_of_n", "Best-of-n"
+    EXPERT_ITERATION = "expert_iteration", "Expert iteration"
     ROUND = "round", "Next round (pipeline)"
 
 

@@ -31,7 +31,16 @@ def rounds_panel(request, project):
     return render_to_string("training/_rounds_panel.html", {
         "project": project, "rows": rows, "latest": latest, "latest_steps": steps, "latest_progress": progress,
         "reward": reward, "reward_warnings": reward_model_warnings(reward.metrics) if reward else [],
-        "scored": scored}, request=request)
+        "scored": scored, "methods": round_methods()}, request=request)
+
+
+def round_methods() -> list[dict]:
+    """The round's methods for the button's menu, the default first."""
+    from .kinds.round import RoundConfig
+
+    method = next(f for f in RoundConfig.describe() if f["name"] == "method")
+    return sorted(({"value": value, "label": label, "default": value == method["default"]}
+                   for value, label in method["choices"].items()), key=lambda m: not m["default"])
 
 
 def generated_imports(project, batches) -> dict:

@@ -68,6 +68,28 @@ def grpo_warnings(metrics: dict) -> list[str]:
     return [f"Worse than its parent: the held-out mean reward fell from {_f(before)} to {_f(after)}."]
 
 
+def expert_iteration_warnings(metrics: dict) -> list[str]:
+    out = []
+    first, final = metrics.get("first_loss"), metrics.get("final_loss")
+    if first is not None and final is not None and final >= first:
+        out.append(f"Learned nothing: the fine-tuning loss did not fall ({_f(first)} at the start, {_f(final)} at "
+                   "the end).")
+    before, after = metrics.get("reward_before_same_prompts"), metrics.get("reward_after")
+    if before is not None and after is not None and after <= before:
+        out.append(f"Worse than its parent by its own reward model: a sample scores {_f(after)} on average, the "
+                   f"parent's {_f(before)}.")
+    return out
+
+
+def round_warnings(steps: list) -> list[str]:
+    """What went wrong in a round's steps, each named: a reward model below its baselines, a
+    policy worse than its parent. The round still ran; this is what it says about itself."""
+    out = []
+    for step in steps:
+        out += [f"{step.get_kind_display()} (job #{step.pk}): {w}" for w in warnings_of(step.result)]
+    return out
+
+
 def round_warning(row: dict) -> str | None:
     """A round whose new policy people preferred less often than its parent."""
     if not row.get("judgments") or row.get("win_rate") is None or row["win_rate"] >= 0.5:
@@ -90,6 +112,11 @@ def evaluation_of(metrics: dict | None) -> Evaluation | None:
         return _grpo(metrics)
     if "comparisons_added" in metrics and "steps" not in metrics:
         return _generate(metrics)
+    if "answers_kept" in metrics:
+        return _expert_iteration(metrics)
+    if metrics.get("round_warnings"):
+        return Evaluation("Round", ["", "value", ""], [["warnings", _f(len(metrics["round_warnings"])), ""]],
+                          list(metrics["round_warnings"]))
     if "scored" in metrics:
         return Evaluation("Scoring", ["", "value", ""], [["responses scored", _f(metrics["scored"]), ""],
                                                          ["mean reward", _f(metrics.get("mean_score")), ""]])
@@ -140,6 +167,17 @@ def _grpo(m: dict) -> Evaluation:
     ]
     return Evaluation("Held-out reward (GRPO)", ["", "before: the parent", "after: this policy", ""],
                       rows, grpo_warnings(m))
+
+
+def _expert_iteration(m: dict) -> Evaluation:
+    rows = [["answers kept", "–", _f(m.get("answers_kept")), f"the reward model's best of {m.get('n', '?')} per prompt"],
+            ["reward gain of best-of-n", "–", _f(m.get("reward_gain_best_of_n")), "best answer over the mean sample"],
+            ["reward of a sample", _f(m.get("reward_before_same_prompts", m.get("reward_before"))),
+             _f(m.get("reward_after")), "mean reward-model score of the policy's own samples"],
+            ["fine-tuning loss", _f(m.get("first_loss")), _f(m.get("final_loss")), f"{m.get('steps', '?')} steps"],
+            ["answer length", "–", _f(m.get("mean_answer_tokens"), 1), "tokens, of the kept answers"]]
+    return Evaluation("Expert iteration", ["", "before: the parent", "after: this policy", ""], rows,
+                      expert_iteration_warnings(m))
 
 
 def _generate(m: dict) -> Evaluation:

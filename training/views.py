@@ -173,10 +173,11 @@ def model_page(request: HttpRequest, slug: str, checkpoint_id: int) -> HttpRespo
 @login_required
 @require_POST
 def round_launch(request: HttpRequest, slug: str) -> HttpResponse:
-    """The "next round" button: reward model → DPO or GRPO → generate → enqueue, CPU-sized."""
+    """The "next round" button: reward model → new policy → generate → enqueue, CPU-sized."""
     project, _ = get_project_for_manager(request, slug)
+    method = request.POST.get("method")
     try:
-        job = jobs.launch(project, Job.Kind.ROUND, {"method": request.POST.get("method", "dpo")}, user=request.user)
+        job = jobs.launch(project, Job.Kind.ROUND, {"method": method} if method else {}, user=request.user)
     except jobs.LaunchRefused as exc:
         messages.error(request, exc.message)
         return redirect("project", slug=slug)

@@ -7,7 +7,7 @@ To add a kind: write `training/kinds/NAME.py` ending in `register(KindSpec(...))
 
 from importlib import import_module
 
-MODULES = ("reward_model", "score", "dpo", "grpo", "generate", "round")
+MODULES = ("reward_model", "score", "dpo", "grpo", "generate", "best_of_n", "expert_iteration", "round")
 
 
 def register_all() -> None:

@@ -17,7 +17,7 @@ from ..generation import answer_key, enqueue_answers
 from ..jobs import job_dir
 from ..models import Checkpoint, Job
 from ..registry import KindSpec, LaunchRefused, Outcome, register
-from ..runners.base import Reporter
+from ..runners.base import Reporter, Scaled
 from ..runners.generate import GenerateConfig, generate_answers
 from .common import policy_for
 
@@ -37,22 +37,6 @@ def choose_prompts(project: Project, count: int, seed: int) -> list[Prompt]:
     prompts = list(project.prompts.order_by("id"))
     random.Random(seed).shuffle(prompts)
     return prompts[:count] if count else prompts
-
-
-class Scaled(Reporter):
-    """A reporter for a part of a run: progress mapped into [start, start + share]."""
-
-    def __init__(self, inner: Reporter, start: float, share: float):
-        self.inner, self.start, self.share = inner, start, share
-
-    def progress(self, fraction, message=""):
-        self.inner.progress(self.start + self.share * fraction, message)
-
-    def log(self, line):
-        self.inner.log(line)
-
-    def should_stop(self):
-        return self.inner.should_stop()
 
 
 def execute(job: Job, config: GenerateJobConfig, reporter: Reporter) -> Outcome:

@@ -19,15 +19,21 @@ from ..models import Checkpoint, Job
 from ..registry import KindSpec, LaunchRefused, register
 from ..runners.base import ConfigError, RunConfig
 from ..runners.base import check as ensure
-from . import dpo, generate, grpo, reward_model
+from ..summaries import round_warnings
+from . import best_of_n, dpo, expert_iteration, generate, grpo, reward_model
 
-STEP_KINDS = {"reward_model": reward_model.SPEC, "dpo": dpo.SPEC, "grpo": grpo.SPEC, "generate": generate.SPEC}
+STEP_KINDS = {"reward_model": reward_model.SPEC, "dpo": dpo.SPEC, "grpo": grpo.SPEC, "best_of_n": best_of_n.SPEC,
+              "expert_iteration": expert_iteration.SPEC, "generate": generate.SPEC}
+METHODS = ("dpo", "grpo", "best_of_n", "expert_iteration")
+USES_REWARD_MODEL = ("grpo", "best_of_n", "expert_iteration")
 
 
 @dataclass
 class RoundConfig(RunConfig):
-    method: str = field(default="dpo", metadata={"help": "dpo or grpo", "choices": {
-        "dpo": "DPO on the judgments", "grpo": "GRPO against the reward model"}})
+    method: str = field(default="dpo", metadata={"help": "how the round makes its new policy", "choices": {
+        "dpo": "DPO on the judgments", "grpo": "GRPO against the reward model",
+        "best_of_n": "best-of-n: sample n, keep the reward model's best (no training)",
+        "expert_iteration": "expert iteration: fine-tune on the reward model's best of n"}})
     train_reward_model: bool = field(default=True, metadata={"help": "train a new reward model first"})
     reward_model: dict = field(default_factory=lambda: {"max_steps": 60, "max_length": 160, "batch_size": 8,
                                                         "learning_rate": 5e-5, "min_pairs": 10})
@@ -36,11 +42,14 @@ class RoundConfig(RunConfig):
     grpo: dict = field(default_factory=lambda: {"max_steps": 4, "prompts_per_step": 2, "num_generations": 4,
                                                 "max_completion_length": 48, "eval_prompts": 4,
                                                 "learning_rate": 3e-4})
+    best_of_n: dict = field(default_factory=lambda: {"n": 4})
+    expert_iteration: dict = field(default_factory=lambda: {"n": 4, "prompts": 48, "max_steps": 24,
+                                                            "max_new_tokens": 48})
     generate: dict = field(default_factory=lambda: {"prompts": 8, "samples": 1, "max_new_tokens": 64,
                                                     "batch_size": 8})
 
     def __post_init__(self):
-        ensure(self.method in ("dpo", "grpo"), "method", "use dpo or grpo")
+        ensure(self.method in METHODS, "method", f"use one of {', '.join(METHODS)}")
         for name, spec in STEP_KINDS.items():
             try:
                 spec.config.from_dict(getattr(self, name))
@@ -53,8 +62,9 @@ def check(project: Project, config: RoundConfig) -> None:
         reward_model.check(project, reward_model.SPEC.config.from_dict(config.reward_model))
     if config.method == "dpo":
         dpo.check(project, dpo.SPEC.config.from_dict(config.dpo))
-    elif not config.train_reward_model:
-        grpo.check(project, grpo.SPEC.config.from_dict(config.grpo))
+    elif not config.train_reward_model:  # the step uses the newest reward model: it must exist
+        spec = STEP_KINDS[config.method]
+        spec.check(project, spec.config.from_dict(getattr(config, config.method)))
 
 
 # --- the pipeline ----------------------------------------------------------------------------------
@@ -117,8 +127,8 @@ def _step_config(pipeline: Job, config: RoundConfig, kind: str, steps: list[Job]
         return dict(config.reward_model)
     if kind == Job.Kind.DPO:
         return dict(config.dpo)
-    if kind == Job.Kind.GRPO:
-        values = dict(config.grpo)
+    if kind in USES_REWARD_MODEL:
+        values = dict(getattr(config, kind))
         if Job.Kind.REWARD_MODEL in by_kind:
             values.setdefault("reward_model", _checkpoint_of(by_kind[Job.Kind.REWARD_MODEL]))
         return values
@@ -134,22 +144,27 @@ def _summary(pipeline: Job, steps: list[Job]) -> dict:
         if step.kind == Job.Kind.REWARD_MODEL:
             out["reward_model"] = _checkpoint_of(step)
             out["reward_model_accuracy"] = step.result.get("eval_accuracy")
-        elif step.kind in (Job.Kind.DPO, Job.Kind.GRPO):
+        elif step.kind in METHODS:
             out["policy"] = _checkpoint_of(step)
             out.update({k: v for k, v in step.result.items() if k.startswith("heldout_")})
         elif step.kind == Job.Kind.GENERATE:
             out["comparisons_added"] = step.result.get("comparisons_added")
+    warnings = round_warnings(steps)
+    if warnings:
+        out["round_warnings"] = warnings
     return out
 
 
 def _close(pipeline: Job, status: str, *, error: str = "", result: dict | None = None) -> None:
+    warned = len((result or {}).get("round_warnings", []))
     Job.objects.filter(pk=pipeline.pk).update(
-        status=status, error=error[:5000], finished_at=timezone.now(), message=status,
+        status=status, error=error[:5000], finished_at=timezone.now(),
+        message=f"{status}, with {warned} warning{'s' if warned > 1 else ''}" if warned else status,
         progress=1.0 if status == Job.Status.SUCCEEDED else pipeline.progress,
         result={**pipeline.result, **(result or {})})
     announce_later(pipeline.pk)
 
 
 SPEC = register(KindSpec(Job.Kind.ROUND, RoundConfig, "default", check,
-                         "Next round: reward model → DPO or GRPO → generate → enqueue", start=start, advance=advance,
+                         "Next round: reward model → new policy (DPO, GRPO, best-of-n or expert iteration) → generate → enqueue", start=start, advance=advance,
                          steps=plan))

@@ -160,6 +160,26 @@ class Reporter:
             raise Cancelled("cancelled at a step boundary")
 
 
+class Scaled(Reporter):
+    """A reporter for a part of a run: progress mapped into [start, start + share]; metrics,
+    log lines and stop requests pass through."""
+
+    def __init__(self, inner: Reporter, start: float, share: float):
+        self.inner, self.start, self.share = inner, start, share
+
+    def progress(self, fraction, message=""):
+        self.inner.progress(self.start + self.share * fraction, message)
+
+    def metric(self, step, name, value):
+        self.inner.metric(step, name, value)
+
+    def log(self, line):
+        self.inner.log(line)
+
+    def should_stop(self):
+        return self.inner.should_stop()
+
+
 def trainer_callback(reporter: Reporter, progress: Callable, *, step_offset: int = 0,
                      names: tuple[str, ...] | None = None):
     """A transformers TrainerCallback that forwards a Trainer's events to a Reporter.

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .base import Reporter, RunConfig, RunFailed, check, device, set_threads
-from .policy import as_messages, check_prompt_lengths, context_length, load_policy
+from .policy import as_messages, check_prompt_lengths, context_length, load_policy, manifest_of
 
 
 @dataclass
@@ -49,7 +49,7 @@ class GenerateConfig(RunConfig):
         check(0.05 <= self.gpu_memory_utilization <= 0.98, "gpu_memory_utilization", "must be between 0.05 and 0.98")
         check(self.checkpoint >= 0, "checkpoint", "must be a checkpoint id, or 0")
         check(0 <= self.prompts <= 100_000, "prompts", "must be between 0 (all) and 100000")
-        check(1 <= self.samples <= 16, "samples", "must be between 1 and 16")
+        check(1 <= self.samples <= 1024, "samples", "must be between 1 and 1024")
         check(1 <= self.max_new_tokens <= 8192, "max_new_tokens", "must be between 1 and 8192")
         check(0 <= self.temperature <= 2, "temperature", "must be between 0 and 2")
         check(0 < self.top_p <= 1, "top_p", "must be in (0, 1]")
@@ -70,6 +70,14 @@ def generate_answers(model_name: str, prompts: list[tuple[int, object]], output:
                      reporter: Reporter | None = None) -> dict:
     """Answers for (prompt_id, prompt) pairs into `output` (JSONL of prompt_id, sample, text)."""
     reporter = reporter or Reporter()
+    best_of_n = manifest_of(model_name)
+    if best_of_n:  # sample n from its sampler, keep what its reward model likes best
+        from .best_of_n import sample_best
+
+        rows, stats = sample_best(best_of_n["sampler"], best_of_n["reward_model"], prompts, int(best_of_n["n"]),
+                                  config, reporter, work_dir=Path(output).parent)
+        _write_rows(output, [(r["prompt_id"], r["sample"], r["text"], r["tokens"]) for r in rows])
+        return stats
     started = time.perf_counter()
     backend = config.backend
     if backend == "auto":
@@ -84,16 +92,20 @@ def generate_answers(model_name: str, prompts: list[tuple[int, object]], output:
 
         gc.collect()
         torch.cuda.empty_cache()
-    partial = Path(output).with_suffix(".partial")
-    with open(partial, "w", encoding="utf-8") as out:
-        for prompt_id, sample, text, tokens in rows:
-            out.write(json.dumps({"prompt_id": prompt_id, "sample": sample, "text": text, "tokens": tokens}) + "\n")
-    os.replace(partial, output)
+    _write_rows(output, rows)
     seconds = time.perf_counter() - started
     tokens = sum(r[3] for r in rows)
     return {"backend": backend, "answers": len(rows), "tokens": tokens, "seconds": round(seconds, 1),
             "tokens_per_second": round(tokens / seconds, 1) if seconds else None,
             "mean_answer_tokens": round(tokens / max(len(rows), 1), 1)}
+
+
+def _write_rows(output: Path, rows) -> None:
+    partial = Path(output).with_suffix(".partial")
+    with open(partial, "w", encoding="utf-8") as out:
+        for prompt_id, sample, text, tokens in rows:
+            out.write(json.dumps({"prompt_id": prompt_id, "sample": sample, "text": text, "tokens": tokens}) + "\n")
+    os.replace(partial, output)
 
 
 def _generate_transformers(model_name, prompts, config, reporter):

@@ -26,8 +26,23 @@ def as_completion(text) -> list[dict]:
     return [{"role": "assistant", "content": text}]
 
 
+def manifest_of(model_name: str) -> dict | None:
+    """The best-of-n manifest (`runners.best_of_n`) of a checkpoint directory, or None for an ordinary policy."""
+    path = Path(str(model_name)) / MANIFEST
+    if not path.is_file():
+        return None
+    manifest = json.loads(path.read_text())
+    return manifest if manifest.get("method") == "best_of_n" else None
+
+
+def sampler_of(model_name: str) -> str:
+    """What actually holds the weights: the sampler of a best-of-n policy, else the model itself."""
+    manifest = manifest_of(model_name)
+    return manifest["sampler"] if manifest else model_name
+
+
 def model_path(name: str) -> str:
-    path = resolve_model(name)
+    path = resolve_model(sampler_of(name))
     if (path.startswith(("/", "./", "../", "~")) or Path(path).suffix) and not Path(path).expanduser().exists():
         raise RunFailed(f"The model path {path} does not exist. Give 'smollm2', an existing directory or a hub id.")
     return path
