@@ -29,6 +29,7 @@ from .models import (
     Strength,
 )
 from .queue import lease_duration
+from .tokens import create_token
 
 MAX_RATIONALE = 5000
 MAX_MS_SPENT = 24 * 3600 * 1000
@@ -402,6 +403,39 @@ def do_set_member(project: Project, username: str, role: str, *, create: bool = 
             membership.role = role
             membership.save(update_fields=["role"])
     return membership, password
+
+
+MAX_SIMULATED = 1000
+
+
+def do_add_simulated_annotators(project: Project, count: int, prefix: str = "sim") -> list[tuple[str, str]]:
+    """Make (or find) `count` simulated annotators, PREFIX-1 … PREFIX-N: accounts with no password,
+    annotators of `project` marked simulated, each with a new API token (a token is shown once, so
+    a run again makes new ones). Returns (username, token) pairs. Refuses a name that belongs to a
+    real member or to an account with a password, rather than turning a person into a simulation."""
+    if not 1 <= count <= MAX_SIMULATED:
+        raise ActionError(f"The count must be from 1 to {MAX_SIMULATED}; it was {count}.", {"count": "out of range"})
+    if not re.match(r"^[\w.@+-]{1,100}$", prefix or ""):
+        raise ActionError("The prefix must be letters, digits and @.+-_ only (at most 100).", {"prefix": "invalid"})
+    User = get_user_model()
+    made = []
+    with transaction.atomic():
+        for number in range(1, count + 1):
+            username = f"{prefix}-{number}"
+            user, created = User.objects.get_or_create(username=username, defaults={"first_name": "Simulated"})
+            if created:
+                user.set_unusable_password()
+                user.save(update_fields=["password"])
+            membership = Membership.objects.filter(project=project, user=user).first()
+            if membership is None and user.has_usable_password() or membership is not None and not membership.simulated:
+                where = f" and a member of {project.slug}" if membership else ""
+                raise ActionError(f"{username} is a real account{where}; choose another prefix.", {"prefix": "taken"})
+            membership, _ = Membership.objects.get_or_create(
+                project=project, user=user, defaults={"role": Role.ANNOTATOR, "simulated": True})
+            if membership.role != Role.ANNOTATOR:
+                Membership.objects.filter(pk=membership.pk).update(role=Role.ANNOTATOR)
+            made.append((username, create_token(user, "simulated annotator")[1]))
+    return made
 
 
 def do_remove_member(project: Project, user_id: int, *, actor: Membership | None = None) -> None:

@@ -36,8 +36,8 @@ class ProjectAdmin(admin.ModelAdmin):
 
 @admin.register(Membership)
 class MembershipAdmin(admin.ModelAdmin):
-    list_display = ["project", "user", "role"]
-    list_filter = ["role", "project"]
+    list_display = ["project", "user", "role", "simulated"]
+    list_filter = ["role", "simulated", "project"]
     raw_id_fields = ["user"]
 
 

@@ -553,21 +553,28 @@ class ComparisonSettle(APIView):
         return Response(s.SettlementSerializer(settlement).data, status=status.HTTP_201_CREATED)
 
 
+def include_simulated(request) -> bool:
+    """The `include_simulated` query parameter of the statistics calls (1 / true / 0 / false)."""
+    query = s.SimulatedQuerySerializer(data=request.query_params)
+    query.is_valid(raise_exception=True)
+    return query.validated_data["include_simulated"]
+
+
 class AnnotatorStatistics(APIView):
     @extend_schema(summary="Each annotator's quality figures, trust and flags (manager)",
-                   description=quality_stats.__doc__,
+                   description=quality_stats.__doc__, parameters=[s.SimulatedQuerySerializer],
                    responses={200: s.AnnotatorStatisticsSerializer(many=True)})
     def get(self, request, slug):
         project, _ = _manager(request, slug)
-        return Response(annotator_statistics(project))
+        return Response(annotator_statistics(project, include_simulated=include_simulated(request)))
 
 
 class BiasReport(APIView):
     @extend_schema(summary="Position bias (project, annotators, rounds) and length bias (manager)",
-                   responses={200: OpenApiTypes.OBJECT})
+                   parameters=[s.SimulatedQuerySerializer], responses={200: OpenApiTypes.OBJECT})
     def get(self, request, slug):
         project, _ = _manager(request, slug)
-        return Response(bias_report(project))
+        return Response(bias_report(project, include_simulated=include_simulated(request)))
 
 
 # --- export ------------------------------------------------------------------------------------

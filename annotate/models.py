@@ -134,6 +134,9 @@ class Membership(models.Model):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="memberships")
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
     role = models.CharField(max_length=16, choices=Role.choices, default=Role.ANNOTATOR)
+    simulated = models.BooleanField(
+        default=False, help_text="A simulated annotator (benchmarks): left out of the annotators' statistics."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

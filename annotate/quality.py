@@ -23,7 +23,8 @@ from django.db.models.functions import Length
 from rewards import quality as q
 
 from .importing import IMPORTED_USERNAME
-from .models import Judgment, Project, Settlement
+from .models import Judgment, Membership, Project, Settlement
+from .stats import people_only
 
 DEFAULT_MIN_TRUST = 0.7
 
@@ -61,8 +62,12 @@ def register_online_head(fn: Callable) -> None:
         _online_heads.append(fn)
 
 
-def judgment_rows(project: Project) -> list[JudgmentRow]:
-    values = (Judgment.objects.filter(project=project)
+def judgment_rows(project: Project, *, include_simulated: bool = True) -> list[JudgmentRow]:
+    """Every judgment of the project; the statistics of people pass include_simulated=False."""
+    judgments = Judgment.objects.filter(project=project)
+    if not include_simulated:
+        judgments = people_only(judgments, project)
+    values = (judgments
               .annotate(a_chars=Length("comparison__candidate_a__text"), b_chars=Length("comparison__candidate_b__text"))
               .order_by("id")
               .values_list("id", "comparison_id", "annotator_id", "annotator__username", "choice", "shown_left",
@@ -82,9 +87,11 @@ def _chose_left(row: JudgmentRow) -> bool:
     return row.choice == row.shown_left
 
 
-def annotator_figures(project: Project, rows: list[JudgmentRow] | None = None) -> list[q.AnnotatorFigures]:
-    """Every annotator's figures and flags (the imported labels are votes, not an annotator)."""
-    rows = judgment_rows(project) if rows is None else rows
+def annotator_figures(project: Project, rows: list[JudgmentRow] | None = None, *,
+                      include_simulated: bool = False) -> list[q.AnnotatorFigures]:
+    """Every annotator's figures and flags (the imported labels are votes, not an annotator), from
+    `rows` or else from the judgments of people (and of simulated annotators if asked)."""
+    rows = judgment_rows(project, include_simulated=include_simulated) if rows is None else rows
     by_comparison = _votes_by_comparison(rows)
     gold = {r.comparison_id: r.gold_choice for r in rows if r.gold_choice in ("a", "b")}
     votes = {cid: {r.annotator_id: r.choice for r in group if r.choice in ("a", "b")}
@@ -120,9 +127,17 @@ def annotator_figures(project: Project, rows: list[JudgmentRow] | None = None) -
     return q.flag_annotators(ordered)
 
 
-def annotator_statistics(project: Project) -> list[dict]:
-    """The rows of GET /api/v1/projects/SLUG/annotators/ and of the project page."""
-    return [f.as_dict() for f in annotator_figures(project)]
+def _annotator_dicts(project: Project, figures: list[q.AnnotatorFigures], include_simulated: bool) -> list[dict]:
+    simulated = set(Membership.objects.filter(project=project, simulated=True).values_list("user__username", flat=True)
+                    if include_simulated else ())
+    return [{**f.as_dict(), "simulated": f.username in simulated} for f in figures]
+
+
+def annotator_statistics(project: Project, *, include_simulated: bool = False) -> list[dict]:
+    """The rows of GET /api/v1/projects/SLUG/annotators/ and of the project page: people only,
+    unless simulated annotators are asked for (then marked `simulated`)."""
+    return _annotator_dicts(project, annotator_figures(project, include_simulated=include_simulated),
+                            include_simulated)
 
 
 def _scores(project: Project, candidate_ids: list[int]) -> list[dict[int, tuple[float, float]]]:
@@ -215,7 +230,8 @@ def settled_choices(project: Project) -> dict[int, str]:
 def exclusions(project: Project, options: QualityFilter) -> Exclusions:
     """Judgments the options leave out: those of annotators whose trust is below `min_trust`
     (unknown trust is kept), and with `exclude_flagged` the noise-flagged judgments and every
-    judgment of a flagged annotator."""
+    judgment of a flagged annotator. Simulated annotators' judgments count here like anyone's: in
+    a benchmark they are the data the loop trains on."""
     settled = settled_choices(project)
     if not (options.min_trust is not None or options.exclude_flagged):
         return Exclusions(frozenset(), settled, options.settled_only)
@@ -241,10 +257,11 @@ def _left_out(rows: list[JudgmentRow], figures: list[q.AnnotatorFigures], flags:
     return frozenset(excluded)
 
 
-def quality_summary(project: Project, min_trust: float = DEFAULT_MIN_TRUST) -> dict:
+def quality_summary(project: Project, min_trust: float = DEFAULT_MIN_TRUST, *, include_simulated: bool = False) -> dict:
     """Everything the project page shows, from one read of the judgments: annotator rows, how many
-    judgments each option removes (settled_only: those on unsettled comparisons), the bias report."""
-    rows = judgment_rows(project)
+    judgments each option removes (settled_only: those on unsettled comparisons), the bias report.
+    Judgments of simulated annotators only when asked."""
+    rows = judgment_rows(project, include_simulated=include_simulated)
     figures = annotator_figures(project, rows)
     models = _all_scores(project, rows) if _model_scores else []
     flags = judgment_flags(project, rows, models)
@@ -258,7 +275,7 @@ def quality_summary(project: Project, min_trust: float = DEFAULT_MIN_TRUST) -> d
         "settled": len(settled),
         "flagged_judgments": len(flags),
     }
-    return {"annotators": [f.as_dict() for f in figures], "effects": effects,
+    return {"annotators": _annotator_dicts(project, figures, include_simulated), "effects": effects,
             "bias": bias_report(project, rows, figures, models)}
 
 
@@ -285,11 +302,12 @@ def _share(successes: int, n: int) -> dict:
 
 
 def bias_report(project: Project, rows: list[JudgmentRow] | None = None,
-                figures: list[q.AnnotatorFigures] | None = None, models=None) -> dict:
+                figures: list[q.AnnotatorFigures] | None = None, models=None, *, include_simulated: bool = False) -> dict:
     """Position bias (share of left choices with a 95% Wilson interval) of the project, per
     annotator and per round; length bias: how often the longer answer wins, for the judgments and
-    for the reward models' scores of the same pairs."""
-    rows = judgment_rows(project) if rows is None else rows
+    for the reward models' scores of the same pairs. Without `rows`, people's judgments (and
+    simulated annotators' if asked)."""
+    rows = judgment_rows(project, include_simulated=include_simulated) if rows is None else rows
     figures = annotator_figures(project, rows) if figures is None else figures
     decided = [r for r in rows if r.choice != "tie" and r.shown_left]
     per_round: dict[int, list[JudgmentRow]] = defaultdict(list)

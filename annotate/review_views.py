@@ -17,6 +17,7 @@ from .actions import ActionError
 from .models import Comparison, Judgment, Project, Settlement
 from .quality import judgment_flags, quality_summary
 from .review import do_mark_gold, do_set_gold_share, do_settle, review_queue
+from .views import wants_simulated
 
 REVIEW_KEYS = [
     ("1  ←", "A is better"),
@@ -128,6 +129,7 @@ def quality_panel(request, project):
     if membership is None or not membership.can_manage:
         return None
     return render_to_string("annotate/_quality_panel.html", {
-        "project": project, **quality_summary(project), "gold_percent": round(project.gold_share * 100, 2),
+        "project": project, **quality_summary(project, include_simulated=wants_simulated(request)),
+        "gold_percent": round(project.gold_share * 100, 2),
         "gold_count": Comparison.objects.filter(project=project, gold_choice__isnull=False).count(),
     }, request=request)

@@ -294,6 +294,11 @@ class SettlementSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField()
 
 
+class SimulatedQuerySerializer(serializers.Serializer):
+    include_simulated = serializers.BooleanField(
+        default=False, help_text="Include the judgments of simulated annotators (benchmarks); left out by default.")
+
+
 class AnnotatorStatisticsSerializer(serializers.Serializer):
     """One annotator's quality figures; null where there is nothing to estimate from."""
 
@@ -312,3 +317,4 @@ class AnnotatorStatisticsSerializer(serializers.Serializer):
     trust = serializers.FloatField(allow_null=True)
     flagged = serializers.BooleanField()
     reasons = serializers.ListField(child=serializers.CharField())
+    simulated = serializers.BooleanField(help_text="A simulated annotator (listed only with include_simulated=1).")

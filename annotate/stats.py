@@ -11,10 +11,20 @@ from django.db.models import Avg, Count, Exists, F, Max, OuterRef, Q
 from django.utils import timezone
 
 from .importing import IMPORTED_USERNAME
-from .models import Candidate, Comparison, Judgment, Lease, Project, Prompt, Skip
+from .models import Candidate, Comparison, Judgment, Lease, Membership, Project, Prompt, Skip
 
 AGREEMENT_SAMPLE = 5000
 _CHOICE_CODE = {"a": 0.0, "b": 1.0, "tie": 2.0}
+
+
+def simulated_annotators(project: Project):
+    """The user ids of the project's simulated annotators, as a subquery."""
+    return Membership.objects.filter(project=project, simulated=True).values("user_id")
+
+
+def people_only(judgments, project: Project):
+    """`judgments` without those of simulated annotators: the statistics of real people leave them out."""
+    return judgments.exclude(annotator_id__in=simulated_annotators(project))
 
 
 def project_counts(project: Project) -> dict:
@@ -24,7 +34,8 @@ def project_counts(project: Project) -> dict:
         )
     )
     judgments = Judgment.objects.filter(project=project).aggregate(
-        total=Count("id"), imported=Count("id", filter=Q(annotator__username=IMPORTED_USERNAME))
+        total=Count("id"), imported=Count("id", filter=Q(annotator__username=IMPORTED_USERNAME)),
+        simulated=Count("id", filter=Q(annotator_id__in=simulated_annotators(project))),
     )
     return {
         "prompts": Prompt.objects.filter(project=project).count(),
@@ -35,14 +46,21 @@ def project_counts(project: Project) -> dict:
         "retired": by_status.get("retired", 0),
         "judgments": judgments["total"],
         "imported_judgments": judgments["imported"],
-        "human_judgments": judgments["total"] - judgments["imported"],
+        "simulated_judgments": judgments["simulated"],
+        "human_judgments": judgments["total"] - judgments["imported"] - judgments["simulated"],
     }
 
 
-def annotator_progress(project: Project) -> list[dict]:
-    """One row per annotator who judged here: volume, pace, tie rate, gold accuracy."""
+def annotator_progress(project: Project, *, include_simulated: bool = False) -> list[dict]:
+    """One row per annotator who judged here: volume, pace, tie rate, gold accuracy; simulated
+    annotators only when asked, marked `simulated`."""
+    judgments = Judgment.objects.filter(project=project)
+    if not include_simulated:
+        judgments = people_only(judgments, project)
+    simulated = set(Membership.objects.filter(project=project, simulated=True).values_list("user_id", flat=True)
+                    if include_simulated else ())
     rows = (
-        Judgment.objects.filter(project=project)
+        judgments
         .exclude(annotator__username=IMPORTED_USERNAME)
         .values("annotator_id", "annotator__username")
         .annotate(
@@ -69,15 +87,17 @@ def annotator_progress(project: Project) -> list[dict]:
                 "last": row["last"],
                 "gold_seen": row["gold_seen"],
                 "gold_accuracy": row["gold_right"] / row["gold_seen"] if row["gold_seen"] else None,
+                "simulated": row["annotator_id"] in simulated,
             }
         )
     return result
 
 
-def agreement(project: Project, *, include_imported: bool = True) -> dict:
+def agreement(project: Project, *, include_imported: bool = True, include_simulated: bool = False) -> dict:
     """Krippendorff's alpha (nominal: a / b / tie) and raw pairwise agreement over the latest
-    comparisons with two or more votes. Cached for a minute: it reads up to 5,000 comparisons."""
-    key = f"prefloop:agreement:{project.pk}:{int(include_imported)}"
+    comparisons with two or more votes (simulated annotators' only when asked). Cached for a
+    minute: it reads up to 5,000 comparisons."""
+    key = f"prefloop:agreement:{project.pk}:{int(include_imported)}:{int(include_simulated)}"
     cached = cache.get(key)
     if cached is not None:
         return cached
@@ -87,6 +107,8 @@ def agreement(project: Project, *, include_imported: bool = True) -> dict:
     judgments = Judgment.objects.filter(comparison_id__in=list(multi))
     if not include_imported:
         judgments = judgments.exclude(annotator__username=IMPORTED_USERNAME)
+    if not include_simulated:
+        judgments = people_only(judgments, project)
     votes: dict[int, dict[int, str]] = defaultdict(dict)
     for comparison_id, annotator_id, choice in judgments.values_list("comparison_id", "annotator_id", "choice"):
         votes[comparison_id][annotator_id] = choice

@@ -261,6 +261,11 @@ def _values_of(judgment: Judgment, lease: Lease) -> dict[str, str]:
 # --- project management --------------------------------------------------------------------------
 
 
+def wants_simulated(request: HttpRequest) -> bool:
+    """`?include_simulated=1`: the project page's figures count simulated annotators too."""
+    return request.GET.get("include_simulated", "") in ("1", "true")
+
+
 @login_required
 @require_GET
 def project_page(request: HttpRequest, slug: str) -> HttpResponse:
@@ -269,12 +274,14 @@ def project_page(request: HttpRequest, slug: str) -> HttpResponse:
         return redirect("annotate", slug=slug)
     imports = list(ImportBatch.objects.filter(project=project).select_related("created_by")[:10])
     describe_imports(project, imports)
+    simulated = wants_simulated(request)
     context = {
         "project": project,
         "membership": membership,
         "counts": stats.project_counts(project),
-        "annotators": stats.annotator_progress(project),
-        "agreement": stats.agreement(project),
+        "include_simulated": simulated,
+        "annotators": stats.annotator_progress(project, include_simulated=simulated),
+        "agreement": stats.agreement(project, include_simulated=simulated),
         "imports": imports,
         "panels": render_panels(request, project),
     }
