@@ -40,7 +40,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -98,6 +98,21 @@ def hh_pairs(path: Path) -> list[dict]:
                     pairs.append({"prompt": prompt, "prompt_text": row.prompt_text, "chosen": row.responses[chosen][0],
                                   "rejected": row.responses[rejected][0]})
     return pairs
+
+
+def pool_rows(pool: list[dict]) -> list:
+    """The pool as importer rows with no label (import them with labels="ignore"): which response
+    comes first is decided by a hash, not by the label."""
+    from annotate.importing import ParsedRow
+
+    rows = []
+    for index, pair in enumerate(pool):
+        swap = hashlib.sha256(pair["chosen"].encode()).digest()[0] % 2
+        responses = [(pair["rejected"], ""), (pair["chosen"], "")] if swap else \
+            [(pair["chosen"], ""), (pair["rejected"], "")]
+        messages = pair["prompt"] if isinstance(pair["prompt"], list) else None
+        rows.append(ParsedRow(pair["prompt_text"], messages, responses, [(0, 1, None)], item=index))
+    return rows
 
 
 @dataclass
@@ -378,6 +393,9 @@ def run(args) -> None:
     import django
 
     django.setup()  # the parsers and runners only: this process touches no database
+    import logging
+
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     started = time.perf_counter()
     data = load_data(args)
     print(f"data: {len(data.gold_train)} gold-training pairs, {len(data.pool)} in the pool (labels hidden), "
@@ -410,8 +428,8 @@ def run(args) -> None:
         for number in range(1, args.rounds + 1):
             record = {"round": number, "method": config.get("method", "default")}
             tick = time.perf_counter()
-            annotator.seed = args.seed * 1000 + number
-            judged = run_annotators(instance.url, instance.slug, instance.annotator_tokens, oracle, annotator,
+            judged = run_annotators(instance.url, instance.slug, instance.annotator_tokens, oracle,
+                                    replace(annotator, seed=args.seed * 1000 + number),
                                     max_labels=args.labels_per_round)
             labels += judged["labels"]
             record.update(labels=labels, labels_this_round=judged["labels"], oracle=dict(oracle.asked),
