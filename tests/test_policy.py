@@ -114,6 +114,40 @@ def test_grpo_raises_the_mean_of_a_verifiable_reward(tmp_path):
     assert result.metrics["heldout_reward_after"] > result.metrics["heldout_reward_before"], result.metrics
 
 
+def test_grpo_reward_model_reads_each_prompt_as_it_was_trained(tmp_path, monkeypatch):
+    """GRPO gives the policy chat messages, but the reward model reads each prompt as its training
+    pairs had it (`reward_input` of the stored prompt): plain text stays plain text, a chat prompt
+    reads as "User: …" turns. Both in the training steps and in the held-out measure, and for the
+    reference answers PAR scores."""
+    from rewards import scoring
+    from rewards.text import render_prompt
+
+    from .tiny_models import tiny_reward_model
+
+    stored = ["Name a fruit.", "Name a colour.",
+              [{"role": "user", "content": "Say hello."}, {"role": "assistant", "content": "Hello!"},
+               {"role": "user", "content": "Again."}],
+              [{"role": "user", "content": "Count to three."}]]
+    path = tmp_path / "prompts.jsonl"
+    path.write_text("".join(json.dumps({"prompt": p, "reference": "Fine."}) + "\n" for p in stored))
+    read = []
+    score = scoring.RewardModel.score
+
+    def recording(self, prompts, responses, batch_size=32):
+        read.extend(render_prompt(p) for p in prompts)
+        return score(self, prompts, responses, batch_size)
+
+    monkeypatch.setattr(scoring.RewardModel, "score", recording)
+    config = GRPOConfig.from_dict({
+        "base_model": tiny_policy(tmp_path / "tiny"), "rewards": ["reward_model"], "shaping": "par", "max_steps": 1,
+        "prompts_per_step": 2, "num_generations": 2, "max_completion_length": 4, "eval_prompts": 2, "lora": False,
+        "beta": 0.0})
+    train_grpo(path, tmp_path / "policy", config, reward_model_dir=str(tiny_reward_model(tmp_path / "rm")))
+    as_trained = {render_prompt(p) for p in stored}  # what reward_input put before "Assistant:" in training
+    assert set(read) == as_trained, set(read) - as_trained
+    assert "Name a fruit." in read and "User: Say hello.\n\nAssistant: Hello!\n\nUser: Again." in read
+
+
 class Recorder(Reporter):
     def __init__(self):
         self.metrics: dict[str, list[float]] = {}

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 
 from django.db.models import Max
 
+from annotate.export import prompt_value
 from annotate.models import Comparison, Project, Prompt
 from rewards.ranking import pair_priority
 
@@ -101,7 +102,7 @@ def priorities_from_reward_model(project, prompts, answers, config, reporter) ->
     from rewards.scoring import RewardModel  # torch: only when a worker scores
 
     reporter.progress(0.93, f"scoring answers with {reward.name}")
-    by_prompt = {p.pk: p.messages or p.text for p in prompts}
+    by_prompt = {p.pk: prompt_value(p.text, p.messages, project.conversational) for p in prompts}
     parent = {answer_key(a): a["text"] for a in answers.get("parent", [])}
     new = {answer_key(a): a["text"] for a in answers["new"]}
     keys = [key for key in new if key in parent]
