@@ -20,7 +20,7 @@ from ..models import Checkpoint, Job
 from ..registry import KindSpec, LaunchRefused, Outcome, register
 from ..runners.base import Reporter
 from ..runners.generate import GenerateConfig, generate_answers
-from .common import policy_for
+from .common import choose_policy, policy_for
 
 
 @dataclass
@@ -57,14 +57,15 @@ class Scaled(Reporter):
 
 
 def execute(job: Job, config: GenerateJobConfig, reporter: Reporter) -> Outcome:
-    policy = policy_for(job.project, config.checkpoint, config.base_model)
+    choice = choose_policy(job.project, config.checkpoint, config.base_model)
+    policy = choice.checkpoint
     parent = policy.parent if config.compare_with_parent else None
     round_number = config.round or (Comparison.objects.filter(project=job.project).aggregate(
         top=Max("round"))["top"] or 0) + 1
     prompts = choose_prompts(job.project, config.prompts, config.seed)
     pairs = [(p.pk, p.messages or p.text) for p in prompts]
     reporter.log(f"round {round_number}: {policy.name} answers {len(pairs)} prompts"
-                 + (f", against {parent.name}" if parent else ""))
+                 + (f", against {parent.name}" if parent else "") + f" ({policy.name}: {choice.reason})")
     answers, stats = {}, {}
     for role, checkpoint, start in (("new", policy, 0.02), ("parent", parent, 0.5)):
         if checkpoint is None:

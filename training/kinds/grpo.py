@@ -15,12 +15,13 @@ from ..models import Checkpoint, Job
 from ..registry import KindSpec, LaunchRefused, Outcome, register
 from ..runners.base import Reporter
 from ..runners.grpo import GRPOConfig, train_grpo
-from .common import policy_for, reward_checkpoint
+from .common import choose_policy, policy_for, reward_checkpoint
 
 
 @dataclass
 class GRPOJobConfig(GRPOConfig):
-    parent: int = field(default=0, metadata={"help": "policy checkpoint to start from (0: newest, or the base)"})
+    parent: int = field(default=0, metadata={
+        "help": "policy checkpoint to start from (0: the best of base_model's policies, else the base model)"})
     reward_model: int = field(default=0, metadata={"help": "reward-model checkpoint (0: newest)"})
     prompts: int = field(default=0, metadata={"help": "how many of the project's prompts to train on (0: all)"})
 
@@ -60,7 +61,8 @@ def write_prompts(project: Project, prompts, references: dict[int, str], path):
 
 
 def execute(job: Job, config: GRPOJobConfig, reporter: Reporter) -> Outcome:
-    parent = policy_for(job.project, config.parent, config.base_model)
+    choice = choose_policy(job.project, config.parent, config.base_model)
+    parent = choice.checkpoint
     uses_model = bool({"reward_model", "pairwise_winrate"} & set(config.rewards))
     reward = reward_checkpoint(job.project, config.reward_model, "reward_model") if uses_model else None
     references = best_responses(job.project)
@@ -68,7 +70,7 @@ def execute(job: Job, config: GRPOJobConfig, reporter: Reporter) -> Outcome:
     if config.prompts:
         prompts = prompts[: config.prompts]
     path = write_prompts(job.project, prompts, references, job_dir(job) / "prompts.jsonl")
-    reporter.log(f"{len(prompts)} prompts; starting from {parent.name}; reward model {reward.name if reward else '-'}")
+    reporter.log(f"{len(prompts)} prompts; starting from {parent.name} ({choice.reason}); reward model {reward.name if reward else '-'}")
     result = train_grpo(path, scratch_dir(job), replace(config, base_model=parent.model_name),
                         reward_model_dir=str(reward.directory) if reward else None, reporter=reporter)
     return Outcome(metrics={**result.metrics, "parent": parent.pk, "reward_model": reward.pk if reward else None},
