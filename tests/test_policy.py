@@ -62,13 +62,41 @@ def test_dpo_margins_reach_the_loss(tmp_path):
 
     snapshot = preference_snapshot(tmp_path / "prefs.jsonl", n=8)  # every pair has margin 2.0
     recorder = Recorder()
-    config = DPOConfig.from_dict({"max_steps": 1, "batch_size": 2, "max_length": 96, "eval_fraction": 0.25,
-                                  "min_pairs": 2, "seed": 1, "margin_scale": 0.5})
+    config = DPOConfig.from_dict({"base_model": tiny_policy(tmp_path / "tiny"), "max_steps": 1, "batch_size": 2,
+                                  "max_length": 96, "eval_fraction": 0.25, "min_pairs": 2, "seed": 1,
+                                  "margin_scale": 0.5})
     train_dpo(snapshot, tmp_path / "policy", config, reporter=recorder)
     offset = 0.5 * 2.0
     first_loss, first_margin = recorder.metrics["train/loss"][0], recorder.metrics["train/rewards/margins"][0]
     assert abs(first_loss - math.log1p(math.exp(offset))) < 0.02, (first_loss, math.log(2))
     assert abs(first_margin + offset) < 0.02, first_margin
+
+
+def test_margins_hook_into_trl_where_the_runner_expects():
+    """Margin DPO extends a private TRL step (MARGIN_HOOK). This fails the day TRL renames it or
+    changes its arguments, before any run trains without margins."""
+    import inspect
+
+    from trl import DPOTrainer
+
+    from training.runners.dpo import MARGIN_HOOK, _margin_trainer_class
+
+    hook = getattr(DPOTrainer, MARGIN_HOOK, None)
+    assert callable(hook), f"TRL's DPOTrainer has no {MARGIN_HOOK}: margin DPO needs another way in"
+    assert list(inspect.signature(hook).parameters)[:3] == ["self", "dataset", "name"]
+    assert MARGIN_HOOK in vars(_margin_trainer_class())  # the subclass overrides that very name
+
+
+def test_margin_dpo_without_trls_hook_fails_and_says_why(tmp_path, monkeypatch):
+    from trl import DPOTrainer
+
+    from training.runners.dpo import MARGIN_HOOK
+
+    monkeypatch.delattr(DPOTrainer, MARGIN_HOOK)
+    snapshot = preference_snapshot(tmp_path / "prefs.jsonl", n=8)
+    with pytest.raises(RunFailed, match=f"margin_scale > 0 needs TRL's DPOTrainer.{MARGIN_HOOK}"):
+        train_dpo(snapshot, tmp_path / "policy", DPOConfig.from_dict({"margin_scale": 0.5, "min_pairs": 2,
+                                                                      "eval_fraction": 0.25}))
 
 
 def tiny_policy(directory, keyword="u"):

@@ -35,6 +35,10 @@ from .policy import (
 )
 
 DPO_LOSSES = ("sigmoid", "ipo", "robust")
+# TRL's private step the margin offset rides on (TRL 1.16: DPOTrainer._precompute_ref_logps(dataset, name,
+# batch_size)). TRL has no public hook for a per-pair offset; MarginDPOTrainer checks that this one is there
+# and was called, so a TRL that renames it fails the run instead of training without margins.
+MARGIN_HOOK = "_precompute_ref_logps"
 
 
 @dataclass
@@ -117,6 +121,8 @@ def train_dpo(snapshot: Path, output_dir: Path, config: DPOConfig, *, reporter: 
     if wants_launch(config):  # several GPUs: the same function, in processes `accelerate launch` starts
         metrics = run_launched("dpo", {"snapshot": str(snapshot)}, output_dir, config, reporter)
         return PolicyResult(Path(output_dir), metrics)
+    if config.margin_scale:
+        require_margin_hook()  # before minutes of loading, not after
     started = time.perf_counter()
     output_dir = Path(output_dir)
     threads = set_threads(config.threads)
@@ -187,24 +193,48 @@ def train_dpo(snapshot: Path, output_dir: Path, config: DPOConfig, *, reporter: 
     return PolicyResult(Path(output_dir), metrics)
 
 
+def require_margin_hook() -> None:
+    """Refuse a margin run when TRL no longer has the step MarginDPOTrainer extends (MARGIN_HOOK)."""
+    from trl import DPOTrainer
+
+    if not callable(getattr(DPOTrainer, MARGIN_HOOK, None)):
+        import trl
+
+        raise RunFailed(f"margin_scale > 0 needs TRL's DPOTrainer.{MARGIN_HOOK}, which TRL {trl.__version__} does "
+                        "not have: the margins cannot reach the loss. Set margin_scale to 0, or install the TRL "
+                        "version Prefloop is tested with (1.16).")
+
+
 def _margin_trainer_class():
     from trl import DPOTrainer
 
     class MarginDPOTrainer(DPOTrainer):
         """DPO with a per-pair offset (ODPO): −log σ(β·Δ − m), m = margin_scale × the pair's margin from
         judgment strength and agreement. Done by raising the reference log-prob of the chosen response by m/β
-        once, when TRL precomputes reference log-probs, so the loss code stays TRL's own."""
+        once, when TRL precomputes reference log-probs (MARGIN_HOOK), so the loss code stays TRL's own. A
+        margin run fails at construction unless the offset was applied to the training pairs."""
 
         def __init__(self, *args, margin_scale: float = 0.0, **kwargs):
             self.margin_scale = margin_scale
+            self.margins_applied = False
+            if margin_scale:
+                require_margin_hook()
             super().__init__(*args, **kwargs)
+            if margin_scale and not self.margins_applied:
+                raise RunFailed(f"TRL never called DPOTrainer.{MARGIN_HOOK} for the training pairs, so the margins "
+                                "would not reach the loss. Set margin_scale to 0, or install TRL 1.16.")
 
-        def _precompute_ref_logps(self, dataset, name, batch_size):
-            out = super()._precompute_ref_logps(dataset, name, batch_size)
-            if self.margin_scale and "margin" in out.column_names and name == "train":
+        def _precompute_ref_logps(self, dataset, name, *args, **kwargs):
+            out = super()._precompute_ref_logps(dataset, name, *args, **kwargs)
+            if self.margin_scale and name == "train":
+                missing = {"margin", "ref_chosen_logps"} - set(out.column_names)
+                if missing:
+                    raise RunFailed(f"TRL's precomputed training pairs lack {', '.join(sorted(missing))}: the "
+                                    "margins cannot reach the loss. Set margin_scale to 0, or install TRL 1.16.")
                 shifted = [ref + self.margin_scale * margin / self.beta
                            for ref, margin in zip(out["ref_chosen_logps"], out["margin"], strict=True)]
                 out = out.remove_columns("ref_chosen_logps").add_column("ref_chosen_logps", shifted)
+                self.margins_applied = True
             return out
 
     return MarginDPOTrainer
