@@ -99,6 +99,53 @@ def test_margin_dpo_without_trls_hook_fails_and_says_why(tmp_path, monkeypatch):
                                                                       "eval_fraction": 0.25}))
 
 
+def keyword_snapshot(path, n=40):
+    """Pairs where the chosen answer is made of words with a "u" (the tiny policy's one direction)."""
+    rows = [{"prompt": f"Question {i}: say something.", "chosen": "Sure, you used our unusual tune.",
+             "rejected": "No, not at this point.", "margin": 1.0} for i in range(n)]
+    path.write_text("\n".join(json.dumps(row) for row in rows) + "\n")
+    return path
+
+
+def test_dpo_held_out_figures_agree_with_trls_own_evaluation(tmp_path):
+    """The runner measures held-out log-ratios itself (per pair, for intervals); on the same pairs
+    they must agree with TRL's evaluate(), which compares against the adapters-off reference."""
+    from training.runners.dpo import build_trainer, held_out_figures, held_out_logps, load_preference_rows
+    from training.runners.policy import load_policy
+
+    config = DPOConfig.from_dict({"base_model": tiny_policy(tmp_path / "tiny"), "batch_size": 2, "max_length": 64,
+                                  "learning_rate": 1e-2, "min_pairs": 2})
+    rows = load_preference_rows(keyword_snapshot(tmp_path / "prefs.jsonl", n=8))
+    tokenizer, model = load_policy(config.base_model)
+    trainer = build_trainer(model, tokenizer, rows[:4], rows[4:], config, tmp_path / "out", steps=2)
+    before = held_out_logps(trainer)
+    trainer.train()
+    ours = held_out_figures(before, held_out_logps(trainer))
+    theirs = trainer.evaluate()
+    assert ours["heldout_eval_pairs"] == 4
+    assert abs(ours["heldout_margin_after"]) > 0.01, ours  # it moved: the comparison means something
+    assert ours["heldout_margin_after"] == pytest.approx(theirs["eval_rewards/margins"] / config.beta, abs=2e-3)
+    assert ours["heldout_logratio_chosen"] == pytest.approx(theirs["eval_rewards/chosen"] / config.beta, abs=2e-3)
+    assert ours["heldout_accuracy_after"] == pytest.approx(theirs["eval_rewards/accuracies"])
+
+
+def test_dpo_evaluates_a_sample_of_the_held_out_pairs_with_intervals(tmp_path):
+    from training.summaries import evaluation_of
+
+    snapshot = keyword_snapshot(tmp_path / "prefs.jsonl")
+    config = DPOConfig.from_dict({"base_model": tiny_policy(tmp_path / "tiny"), "max_steps": 6, "batch_size": 4,
+                                  "max_length": 64, "learning_rate": 1e-2, "eval_fraction": 0.5, "eval_pairs": 6,
+                                  "min_pairs": 4})
+    metrics = train_dpo(snapshot, tmp_path / "policy", config).metrics
+    assert metrics["held_out_pairs"] > 6 and metrics["heldout_eval_pairs"] == 6, metrics
+    assert metrics["heldout_margin_low"] <= metrics["heldout_margin_after"] <= metrics["heldout_margin_high"]
+    assert metrics["heldout_accuracy_low"] <= metrics["heldout_accuracy_after"] <= metrics["heldout_accuracy_high"]
+    assert metrics["heldout_margin_low"] > 0, metrics  # learned, and the interval says so
+    assert metrics["heldout_accuracy_after"] == 1.0 and metrics["heldout_accuracy_low"] < 1.0
+    accuracy_row = evaluation_of(metrics).rows[1]  # the job and model pages say it too
+    assert "6 of" in accuracy_row[3] and "95% interval" in accuracy_row[3], accuracy_row
+
+
 def tiny_policy(directory, keyword="u"):
     """A two-layer Llama with SmolLM2's tokenizer and chat template, built here so GRPO's loop runs
     in seconds. Its output layer gives every token containing `keyword` a shared direction (hidden
