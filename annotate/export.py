@@ -179,6 +179,20 @@ def _json(value):
     return json.loads(value) if isinstance(value, str) else value
 
 
+def prompt_value(text: str, messages, conversational: bool) -> str | list:
+    """A prompt as snapshots carry it, and so as every reward model trained on it: chat messages in
+    a conversational project (a plain-text prompt there becomes one user turn), else the text.
+    Whatever later hands the project's prompts to a reward model (GRPO, scoring) uses this too.
+
+    >>> prompt_value("Hi?", None, False), prompt_value("Hi?", None, True)
+    ('Hi?', [{'role': 'user', 'content': 'Hi?'}])
+    """
+    if conversational:
+        messages = _json(messages)
+        return messages if messages else [{"role": "user", "content": text}]
+    return text
+
+
 class _Shapes:
     """Builds prompt / response values: text, or chat messages for a conversational project."""
 
@@ -186,10 +200,7 @@ class _Shapes:
         self.chat = project.conversational
 
     def prompt(self, text: str, messages) -> str | list:
-        if self.chat:
-            messages = _json(messages)
-            return messages if messages else [{"role": "user", "content": text}]
-        return text
+        return prompt_value(text, messages, self.chat)
 
     def response(self, text: str) -> str | list:
         return [{"role": "assistant", "content": text}] if self.chat else text

@@ -79,7 +79,8 @@ if "dpo" in parts:
     runner_seconds = time.perf_counter() - started
     m = result.metrics
     print(f"DPO, {m['steps']} steps: held-out margin {m['heldout_margin_before']:+.3f} → {m['heldout_margin_after']:+.3f} "
-          f"on {m['held_out_pairs']} pairs; held-out accuracy {m['heldout_accuracy_after']:.2f}; {runner_seconds:.0f} s")
+          f"on {m['heldout_eval_pairs']} of {m['held_out_pairs']} held-out pairs (95% interval {m['heldout_margin_low']:+.3f} "
+          f"to {m['heldout_margin_high']:+.3f}); held-out accuracy {m['heldout_accuracy_after']:.2f}; {runner_seconds:.0f} s")
     results["dpo"] = {**m, "runner_seconds": runner_seconds}
 
 # 2. the same as a plain TRL script, and as a job on a worker

@@ -1,6 +1,8 @@
 """Reward functions for GRPO: small picklable callables with the signature TRL's GRPOTrainer calls,
 `(prompts, completions, **kwargs) -> list[float]`, where `kwargs` carries the dataset's other
-columns (here `reference`: a reference response for the prompt) repeated per completion.
+columns repeated per completion: `reference` (a reference response for the prompt) and
+`reward_prompt` (the prompt as the reward model was trained to read it: GRPO hands the policy chat
+messages, but a prompt the project stored as plain text was plain text to the reward model).
 
     >>> LengthTarget(target_words=3)(["p"], ["one two three four five six"])
     [0.0]
@@ -23,6 +25,16 @@ def _text(completion) -> str:
 
 def _prompt_key(prompt) -> str:
     return repr(prompt)
+
+
+def reward_prompts(prompts, kwargs) -> list:
+    """What a reward model reads as the prompts: the `reward_prompt` column when the dataset has
+    one, else the prompts TRL passes (which GRPO has turned into chat messages).
+
+    >>> reward_prompts([[{"role": "user", "content": "Hi?"}]], {"reward_prompt": ["Hi?"]})
+    ['Hi?']
+    """
+    return list(kwargs.get("reward_prompt") or prompts)
 
 
 class RewardModelReward:
@@ -52,7 +64,7 @@ class RewardModelReward:
         return (scores.mean - self.uncertainty_penalty * scores.spread).tolist()
 
     def __call__(self, prompts, completions, **kwargs) -> list[float]:
-        return self.scores(prompts, completions)
+        return self.scores(reward_prompts(prompts, kwargs), completions)
 
 
 class PairwiseWinRate:
@@ -94,8 +106,8 @@ class _Shaped:
         if references is None:
             raise ValueError(f"{self.__name__} shaping needs a `reference` response per prompt in the dataset")
         if hasattr(self.base, "scores"):
-            return self.base.scores(prompts, references)
-        return self.base(prompts, references)
+            return self.base.scores(reward_prompts(prompts, kwargs), references)
+        return self.base(prompts, references, **{k: v for k, v in kwargs.items() if k != "reference"})
 
 
 class PAR(_Shaped):

@@ -81,6 +81,20 @@ def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float 
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def mean_interval(values: list[float], level: float = 0.95) -> tuple[float | None, float | None]:
+    """Student-t interval of a mean (95% by default); None below two values.
+
+    >>> [round(x, 3) for x in mean_interval([1.0, 2.0, 3.0])]
+    [-0.484, 4.484]
+    """
+    n = len(values)
+    if n < 2:
+        return None, None
+    mean = float(np.mean(values))
+    half = float(stats.t.ppf((1 + level) / 2, n - 1)) * float(np.std(values, ddof=1)) / math.sqrt(n)
+    return mean - half, mean + half
+
+
 def prob_below(right: float, wrong: float, threshold: float, prior: tuple[float, float] = (1.0, 1.0)) -> float:
     """Posterior probability that an accuracy is below `threshold` after `right` and `wrong`
     answers (soft counts allowed) under a Beta prior (uniform by default)."""

@@ -62,13 +62,88 @@ def test_dpo_margins_reach_the_loss(tmp_path):
 
     snapshot = preference_snapshot(tmp_path / "prefs.jsonl", n=8)  # every pair has margin 2.0
     recorder = Recorder()
-    config = DPOConfig.from_dict({"max_steps": 1, "batch_size": 2, "max_length": 96, "eval_fraction": 0.25,
-                                  "min_pairs": 2, "seed": 1, "margin_scale": 0.5})
+    config = DPOConfig.from_dict({"base_model": tiny_policy(tmp_path / "tiny"), "max_steps": 1, "batch_size": 2,
+                                  "max_length": 96, "eval_fraction": 0.25, "min_pairs": 2, "seed": 1,
+                                  "margin_scale": 0.5})
     train_dpo(snapshot, tmp_path / "policy", config, reporter=recorder)
     offset = 0.5 * 2.0
     first_loss, first_margin = recorder.metrics["train/loss"][0], recorder.metrics["train/rewards/margins"][0]
     assert abs(first_loss - math.log1p(math.exp(offset))) < 0.02, (first_loss, math.log(2))
     assert abs(first_margin + offset) < 0.02, first_margin
+
+
+def test_margins_hook_into_trl_where_the_runner_expects():
+    """Margin DPO extends a private TRL step (MARGIN_HOOK). This fails the day TRL renames it or
+    changes its arguments, before any run trains without margins."""
+    import inspect
+
+    from trl import DPOTrainer
+
+    from training.runners.dpo import MARGIN_HOOK, _margin_trainer_class
+
+    hook = getattr(DPOTrainer, MARGIN_HOOK, None)
+    assert callable(hook), f"TRL's DPOTrainer has no {MARGIN_HOOK}: margin DPO needs another way in"
+    assert list(inspect.signature(hook).parameters)[:3] == ["self", "dataset", "name"]
+    assert MARGIN_HOOK in vars(_margin_trainer_class())  # the subclass overrides that very name
+
+
+def test_margin_dpo_without_trls_hook_fails_and_says_why(tmp_path, monkeypatch):
+    from trl import DPOTrainer
+
+    from training.runners.dpo import MARGIN_HOOK
+
+    monkeypatch.delattr(DPOTrainer, MARGIN_HOOK)
+    snapshot = preference_snapshot(tmp_path / "prefs.jsonl", n=8)
+    with pytest.raises(RunFailed, match=f"margin_scale > 0 needs TRL's DPOTrainer.{MARGIN_HOOK}"):
+        train_dpo(snapshot, tmp_path / "policy", DPOConfig.from_dict({"margin_scale": 0.5, "min_pairs": 2,
+                                                                      "eval_fraction": 0.25}))
+
+
+def keyword_snapshot(path, n=40):
+    """Pairs where the chosen answer is made of words with a "u" (the tiny policy's one direction)."""
+    rows = [{"prompt": f"Question {i}: say something.", "chosen": "Sure, you used our unusual tune.",
+             "rejected": "No, not at this point.", "margin": 1.0} for i in range(n)]
+    path.write_text("\n".join(json.dumps(row) for row in rows) + "\n")
+    return path
+
+
+def test_dpo_held_out_figures_agree_with_trls_own_evaluation(tmp_path):
+    """The runner measures held-out log-ratios itself (per pair, for intervals); on the same pairs
+    they must agree with TRL's evaluate(), which compares against the adapters-off reference."""
+    from training.runners.dpo import build_trainer, held_out_figures, held_out_logps, load_preference_rows
+    from training.runners.policy import load_policy
+
+    config = DPOConfig.from_dict({"base_model": tiny_policy(tmp_path / "tiny"), "batch_size": 2, "max_length": 64,
+                                  "learning_rate": 1e-2, "min_pairs": 2})
+    rows = load_preference_rows(keyword_snapshot(tmp_path / "prefs.jsonl", n=8))
+    tokenizer, model = load_policy(config.base_model)
+    trainer = build_trainer(model, tokenizer, rows[:4], rows[4:], config, tmp_path / "out", steps=2)
+    before = held_out_logps(trainer)
+    trainer.train()
+    ours = held_out_figures(before, held_out_logps(trainer))
+    theirs = trainer.evaluate()
+    assert ours["heldout_eval_pairs"] == 4
+    assert abs(ours["heldout_margin_after"]) > 0.01, ours  # it moved: the comparison means something
+    assert ours["heldout_margin_after"] == pytest.approx(theirs["eval_rewards/margins"] / config.beta, abs=2e-3)
+    assert ours["heldout_logratio_chosen"] == pytest.approx(theirs["eval_rewards/chosen"] / config.beta, abs=2e-3)
+    assert ours["heldout_accuracy_after"] == pytest.approx(theirs["eval_rewards/accuracies"])
+
+
+def test_dpo_evaluates_a_sample_of_the_held_out_pairs_with_intervals(tmp_path):
+    from training.summaries import evaluation_of
+
+    snapshot = keyword_snapshot(tmp_path / "prefs.jsonl")
+    config = DPOConfig.from_dict({"base_model": tiny_policy(tmp_path / "tiny"), "max_steps": 6, "batch_size": 4,
+                                  "max_length": 64, "learning_rate": 1e-2, "eval_fraction": 0.5, "eval_pairs": 6,
+                                  "min_pairs": 4})
+    metrics = train_dpo(snapshot, tmp_path / "policy", config).metrics
+    assert metrics["held_out_pairs"] > 6 and metrics["heldout_eval_pairs"] == 6, metrics
+    assert metrics["heldout_margin_low"] <= metrics["heldout_margin_after"] <= metrics["heldout_margin_high"]
+    assert metrics["heldout_accuracy_low"] <= metrics["heldout_accuracy_after"] <= metrics["heldout_accuracy_high"]
+    assert metrics["heldout_margin_low"] > 0, metrics  # learned, and the interval says so
+    assert metrics["heldout_accuracy_after"] == 1.0 and metrics["heldout_accuracy_low"] < 1.0
+    accuracy_row = evaluation_of(metrics).rows[1]  # the job and model pages say it too
+    assert "6 of" in accuracy_row[3] and "95% interval" in accuracy_row[3], accuracy_row
 
 
 def tiny_policy(directory, keyword="u"):
@@ -112,6 +187,40 @@ def test_grpo_raises_the_mean_of_a_verifiable_reward(tmp_path):
     rewards = recorder.metrics["train/reward"]
     assert sum(rewards[-3:]) / 3 > rewards[0] + 0.15, rewards  # the first step's reward is the untrained policy's
     assert result.metrics["heldout_reward_after"] > result.metrics["heldout_reward_before"], result.metrics
+
+
+def test_grpo_reward_model_reads_each_prompt_as_it_was_trained(tmp_path, monkeypatch):
+    """GRPO gives the policy chat messages, but the reward model reads each prompt as its training
+    pairs had it (`reward_input` of the stored prompt): plain text stays plain text, a chat prompt
+    reads as "User: …" turns. Both in the training steps and in the held-out measure, and for the
+    reference answers PAR scores."""
+    from rewards import scoring
+    from rewards.text import render_prompt
+
+    from .tiny_models import tiny_reward_model
+
+    stored = ["Name a fruit.", "Name a colour.",
+              [{"role": "user", "content": "Say hello."}, {"role": "assistant", "content": "Hello!"},
+               {"role": "user", "content": "Again."}],
+              [{"role": "user", "content": "Count to three."}]]
+    path = tmp_path / "prompts.jsonl"
+    path.write_text("".join(json.dumps({"prompt": p, "reference": "Fine."}) + "\n" for p in stored))
+    read = []
+    score = scoring.RewardModel.score
+
+    def recording(self, prompts, responses, batch_size=32):
+        read.extend(render_prompt(p) for p in prompts)
+        return score(self, prompts, responses, batch_size)
+
+    monkeypatch.setattr(scoring.RewardModel, "score", recording)
+    config = GRPOConfig.from_dict({
+        "base_model": tiny_policy(tmp_path / "tiny"), "rewards": ["reward_model"], "shaping": "par", "max_steps": 1,
+        "prompts_per_step": 2, "num_generations": 2, "max_completion_length": 4, "eval_prompts": 2, "lora": False,
+        "beta": 0.0})
+    train_grpo(path, tmp_path / "policy", config, reward_model_dir=str(tiny_reward_model(tmp_path / "rm")))
+    as_trained = {render_prompt(p) for p in stored}  # what reward_input put before "Assistant:" in training
+    assert set(read) == as_trained, set(read) - as_trained
+    assert "Name a fruit." in read and "User: Say hello.\n\nAssistant: Hello!\n\nUser: Again." in read
 
 
 class Recorder(Reporter):

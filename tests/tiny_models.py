@@ -26,14 +26,20 @@ def tiny_bert(folder: Path) -> Path:
     return folder
 
 
-def tiny_reward_checkpoint(project, name: str = "tiny-rm"):
+def tiny_reward_model(directory: Path) -> Path:
+    """A reward-model checkpoint directory (one tiny member), as the reward-model runner writes one."""
     from rewards.scoring import MANIFEST
-    from training.models import Checkpoint
 
-    relative = Path("checkpoints") / project.slug / name
-    directory = Path(settings.MEDIA_ROOT) / relative
     tiny_bert(directory / "member_0")
     (directory / MANIFEST).write_text(json.dumps({"kind": "reward_model", "base_model": "tiny-bert",
                                                   "members": ["member_0"], "max_length": 64, "criteria": []}))
+    return directory
+
+
+def tiny_reward_checkpoint(project, name: str = "tiny-rm"):
+    from training.models import Checkpoint
+
+    relative = Path("checkpoints") / project.slug / name
+    tiny_reward_model(Path(settings.MEDIA_ROOT) / relative)
     return Checkpoint.objects.create(project=project, kind=Checkpoint.Kind.REWARD_MODEL, name=name,
                                      base_model="tiny-bert", path=str(relative))

@@ -31,6 +31,12 @@ def _percent(value) -> str:
     return "–" if value is None else f"{value * 100:.1f}%"
 
 
+def _interval(metrics: dict, name: str, show=_f) -> str:
+    """"; 95% interval low–high" from `<name>_low` / `<name>_high`, or nothing when not measured."""
+    low, high = metrics.get(f"{name}_low"), metrics.get(f"{name}_high")
+    return "" if low is None or high is None else f"; 95% interval {show(low)} to {show(high)}"
+
+
 def reward_model_warnings(metrics: dict) -> list[str]:
     evaluation = metrics.get("eval") or {}
     accuracy = evaluation.get("accuracy", metrics.get("eval_accuracy"))
@@ -140,12 +146,15 @@ def _reward_model(metrics: dict) -> Evaluation:
 
 
 def _dpo(m: dict) -> Evaluation:
+    held_out = m.get("held_out_pairs", "?")
+    evaluated = f"{m['heldout_eval_pairs']} of {held_out}" if m.get("heldout_eval_pairs") is not None else held_out
     rows = [
         ["held-out margin", _f(m.get("heldout_margin_before", 0.0)), _f(m.get("heldout_margin_after")),
-         "log-ratio of chosen over rejected, against the parent (0 before: the policy is its own reference)"],
+         "log-ratio of chosen over rejected, against the parent (0 before: the policy is its own reference)"
+         + _interval(m, "heldout_margin")],
         ["held-out accuracy", "–", _percent(m.get("heldout_accuracy_after")),
-         f"pairs where the chosen response gains more than the rejected one ({m.get('held_out_pairs', '?')} "
-         "held out; before training every pair is a tie)"],
+         f"pairs where the chosen response gains more than the rejected one ({evaluated} held-out pairs "
+         f"evaluated; before training every pair is a tie){_interval(m, 'heldout_accuracy', _percent)}"],
         ["moved from parent, chosen", "0.000", _f(m.get("heldout_logratio_chosen")),
          "mean log π/π_parent on held-out chosen responses (a KL proxy)"],
         ["moved from parent, rejected", "0.000", _f(m.get("heldout_logratio_rejected")),

@@ -1,4 +1,4 @@
-"""The DPO kind: from a parent policy (named, newest, or the base model), DPO on a snapshot of the
+"""The DPO kind: from a parent policy (named, else the best one of its base model: `choose_policy`), DPO on a snapshot of the
 project's preference pairs (TRL's DPOTrainer through `runners.dpo`); the new policy's checkpoint
 records its parent and snapshot."""
 
@@ -15,12 +15,13 @@ from ..runners.base import Reporter
 from ..runners.base import check as ensure
 from ..runners.dpo import DPOConfig, train_dpo
 from ..snapshots import make_snapshot, snapshot_path
-from .common import judged_comparisons, policy_for
+from .common import choose_policy, judged_comparisons, policy_for
 
 
 @dataclass
 class DPOJobConfig(DPOConfig):
-    parent: int = field(default=0, metadata={"help": "policy checkpoint to start from (0: newest, or the base)"})
+    parent: int = field(default=0, metadata={
+        "help": "policy checkpoint to start from (0: the best of base_model's policies, else the base model)"})
     min_trust: float | None = field(default=None, metadata={
         "help": "leave out judgments of annotators whose trust is below this (0 to 1)"})
     exclude_flagged: bool = field(default=False, metadata={
@@ -41,12 +42,13 @@ def check(project: Project, config: DPOJobConfig) -> None:
 
 
 def execute(job: Job, config: DPOJobConfig, reporter: Reporter) -> Outcome:
-    parent = policy_for(job.project, config.parent, config.base_model)
+    choice = choose_policy(job.project, config.parent, config.base_model)
+    parent = choice.checkpoint
     votes = "weighted" if config.margin_scale > 0 else "majority"
     reporter.progress(0.01, "freezing a dataset snapshot")
     snapshot = make_snapshot(job.project, "trl-preference", votes=votes, min_trust=config.min_trust,
                              exclude_flagged=config.exclude_flagged, settled_only=config.settled_only)
-    reporter.log(f"snapshot {snapshot.sha256} ({snapshot.rows} pairs); starting from {parent.name}")
+    reporter.log(f"snapshot {snapshot.sha256} ({snapshot.rows} pairs); starting from {parent.name} ({choice.reason})")
     result = train_dpo(snapshot_path(snapshot), scratch_dir(job), replace(config, base_model=parent.model_name),
                        reporter=reporter)
     return Outcome(metrics={**result.metrics, "snapshot": snapshot.sha256, "parent": parent.pk},

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 
 from django.db.models import Max
 
+from annotate.export import prompt_value
 from annotate.models import Comparison, Project, Prompt
 from rewards.ranking import pair_priority
 
@@ -19,7 +20,7 @@ from ..models import Checkpoint, Job
 from ..registry import KindSpec, LaunchRefused, Outcome, register
 from ..runners.base import Reporter, Scaled
 from ..runners.generate import GenerateConfig, generate_answers
-from .common import policy_for
+from .common import choose_policy, policy_for
 
 
 @dataclass
@@ -40,14 +41,15 @@ def choose_prompts(project: Project, count: int, seed: int) -> list[Prompt]:
 
 
 def execute(job: Job, config: GenerateJobConfig, reporter: Reporter) -> Outcome:
-    policy = policy_for(job.project, config.checkpoint, config.base_model)
+    choice = choose_policy(job.project, config.checkpoint, config.base_model)
+    policy = choice.checkpoint
     parent = policy.parent if config.compare_with_parent else None
     round_number = config.round or (Comparison.objects.filter(project=job.project).aggregate(
         top=Max("round"))["top"] or 0) + 1
     prompts = choose_prompts(job.project, config.prompts, config.seed)
     pairs = [(p.pk, p.messages or p.text) for p in prompts]
     reporter.log(f"round {round_number}: {policy.name} answers {len(pairs)} prompts"
-                 + (f", against {parent.name}" if parent else ""))
+                 + (f", against {parent.name}" if parent else "") + f" ({policy.name}: {choice.reason})")
     answers, stats = {}, {}
     for role, checkpoint, start in (("new", policy, 0.02), ("parent", parent, 0.5)):
         if checkpoint is None:
@@ -85,7 +87,7 @@ def priorities_from_reward_model(project, prompts, answers, config, reporter) ->
     from rewards.scoring import RewardModel  # torch: only when a worker scores
 
     reporter.progress(0.93, f"scoring answers with {reward.name}")
-    by_prompt = {p.pk: p.messages or p.text for p in prompts}
+    by_prompt = {p.pk: prompt_value(p.text, p.messages, project.conversational) for p in prompts}
     parent = {answer_key(a): a["text"] for a in answers.get("parent", [])}
     new = {answer_key(a): a["text"] for a in answers["new"]}
     keys = [key for key in new if key in parent]

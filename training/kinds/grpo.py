@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field, replace
 
+from annotate.export import prompt_value
 from annotate.models import Judgment, Project
 
 from ..jobs import job_dir, scratch_dir
@@ -14,12 +15,13 @@ from ..models import Checkpoint, Job
 from ..registry import KindSpec, LaunchRefused, Outcome, register
 from ..runners.base import Reporter
 from ..runners.grpo import GRPOConfig, train_grpo
-from .common import policy_for, reward_checkpoint
+from .common import choose_policy, policy_for, reward_checkpoint
 
 
 @dataclass
 class GRPOJobConfig(GRPOConfig):
-    parent: int = field(default=0, metadata={"help": "policy checkpoint to start from (0: newest, or the base)"})
+    parent: int = field(default=0, metadata={
+        "help": "policy checkpoint to start from (0: the best of base_model's policies, else the base model)"})
     reward_model: int = field(default=0, metadata={"help": "reward-model checkpoint (0: newest)"})
     prompts: int = field(default=0, metadata={"help": "how many of the project's prompts to train on (0: all)"})
 
@@ -48,20 +50,27 @@ def best_responses(project: Project) -> dict[int, str]:
     return {prompt_id: texts[max(tally, key=tally.get)] for prompt_id, tally in wins.items()}
 
 
+def write_prompts(project: Project, prompts, references: dict[int, str], path):
+    """The runner's prompts file: each prompt as the project's snapshots carry it (`prompt_value`), so
+    the reward model reads it as it did in training."""
+    with open(path, "w", encoding="utf-8") as out:
+        for prompt in prompts:
+            value = prompt_value(prompt.text, prompt.messages, project.conversational)
+            out.write(json.dumps({"prompt": value, "reference": references.get(prompt.pk, "")}) + "\n")
+    return path
+
+
 def execute(job: Job, config: GRPOJobConfig, reporter: Reporter) -> Outcome:
-    parent = policy_for(job.project, config.parent, config.base_model)
+    choice = choose_policy(job.project, config.parent, config.base_model)
+    parent = choice.checkpoint
     uses_model = bool({"reward_model", "pairwise_winrate"} & set(config.rewards))
     reward = reward_checkpoint(job.project, config.reward_model, "reward_model") if uses_model else None
     references = best_responses(job.project)
     prompts = list(job.project.prompts.order_by("id"))
     if config.prompts:
         prompts = prompts[: config.prompts]
-    path = job_dir(job) / "prompts.jsonl"
-    with open(path, "w", encoding="utf-8") as out:
-        for prompt in prompts:
-            out.write(json.dumps({"prompt": prompt.messages or prompt.text, "reference": references.get(prompt.pk, "")})
-                      + "\n")
-    reporter.log(f"{len(prompts)} prompts; starting from {parent.name}; reward model {reward.name if reward else '-'}")
+    path = write_prompts(job.project, prompts, references, job_dir(job) / "prompts.jsonl")
+    reporter.log(f"{len(prompts)} prompts; starting from {parent.name} ({choice.reason}); reward model {reward.name if reward else '-'}")
     result = train_grpo(path, scratch_dir(job), replace(config, base_model=parent.model_name),
                         reward_model_dir=str(reward.directory) if reward else None, reporter=reporter)
     return Outcome(metrics={**result.metrics, "parent": parent.pk, "reward_model": reward.pk if reward else None},

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+from annotate.export import prompt_value
 from annotate.models import Candidate, Comparison, Project
 
 from ..models import CandidateScore, Job
@@ -25,7 +26,7 @@ def execute(job: Job, config: ScoreConfig, reporter: Reporter) -> Outcome:
         open_ids = Comparison.objects.filter(project=job.project, status=Comparison.Status.OPEN)
         candidates = candidates.filter(pk__in=open_ids.values("candidate_a")) | candidates.filter(
             pk__in=open_ids.values("candidate_b"))
-    items = [(c.pk, c.prompt.messages or c.prompt.text, c.text)
+    items = [(c.pk, prompt_value(c.prompt.text, c.prompt.messages, job.project.conversational), c.text)
              for c in candidates.select_related("prompt").order_by("pk")]
     if not items:
         raise RunFailed("There are no responses to score in this project.")

@@ -24,8 +24,8 @@ from .policy import as_messages, check_prompt_lengths, context_length, load_poli
 
 @dataclass
 class GenerateConfig(RunConfig):
-    checkpoint: int = field(default=0, metadata={"help": "policy checkpoint id (0: the project's newest policy, "
-                                                         "or the base model)"})
+    checkpoint: int = field(default=0, metadata={"help": "policy checkpoint id (0: the project's best policy of "
+                                                         "base_model, else the base model)"})
     base_model: str = field(default="smollm2", metadata={"help": "the model when there is no policy checkpoint"})
     prompts: int = field(default=16, metadata={"help": "how many of the project's prompts to answer (0: all)"})
     samples: int = field(default=1, metadata={"help": "answers per prompt"})

@@ -3,6 +3,9 @@
 Input: prompts (text or chat messages), each optionally with a `reference` response for the
 shaping that centres on one (PAR, delta). The reward is a weighted sum of named reward functions;
 the held-out mean reward is measured on prompts the run never trains on, before and after.
+
+The policy reads every prompt as chat messages; a reward model reads it as it was stored (plain
+text stays plain text), the one rendering its training pairs had (`trainer_rows`).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rewards import functions as fn
+from rewards.text import render_prompt
 
 from .base import (
     Cancelled,
@@ -128,6 +132,13 @@ def load_prompts(path: Path) -> list[dict]:
     return rows
 
 
+def trainer_rows(rows: list[dict]) -> list[dict]:
+    """The rows GRPOTrainer reads: `prompt` as chat messages for the policy; `reward_prompt` the
+    prompt as stored, rendered as the reward model's training pairs render it (`rewards.text`)."""
+    return [{"prompt": as_messages(r["prompt"]), "reference": r["reference"], "reward_prompt": render_prompt(r["prompt"])}
+            for r in rows]
+
+
 def _held_out(rows: list[dict], count: int, seed: int) -> tuple[list[dict], list[dict]]:
     ranked = sorted(rows, key=lambda r: hashlib.sha256(f"{seed}:{json.dumps(r['prompt'])}".encode()).digest())
     return ranked[count:], ranked[:count]
@@ -137,7 +148,8 @@ def mean_reward(model, tokenizer, rows: list[dict], functions, weights, config: 
     """Greedy completions for held-out prompts, scored by the weighted rewards."""
     import torch
 
-    prompts = [as_messages(r["prompt"]) for r in rows]
+    rows = trainer_rows(rows)
+    prompts = [r["prompt"] for r in rows]
     texts = []
     model.eval()
     with torch.inference_mode():
@@ -149,10 +161,10 @@ def mean_reward(model, tokenizer, rows: list[dict], functions, weights, config: 
                                  pad_token_id=tokenizer.pad_token_id)
             texts += tokenizer.batch_decode(out[:, encoded["input_ids"].shape[1]:], skip_special_tokens=True)
     completions = [[{"role": "assistant", "content": t}] for t in texts]
-    references = [r["reference"] for r in rows]
+    columns = {"reference": [r["reference"] for r in rows], "reward_prompt": [r["reward_prompt"] for r in rows]}
     total = [0.0] * len(rows)
     for function, weight in zip(functions, weights, strict=True):
-        for i, value in enumerate(function(prompts, completions, reference=references)):
+        for i, value in enumerate(function(prompts, completions, **columns)):
             total[i] += weight * value
     model.train()
     return round(sum(total) / len(total), 4)
@@ -194,7 +206,7 @@ def train_grpo(prompts_path: Path, output_dir: Path, config: GRPOConfig, *, rewa
     report = trainer_callback(reporter, lambda state: (0.1 + 0.8 * state.global_step / config.max_steps,
                                                        f"step {state.global_step}/{config.max_steps}"))
 
-    dataset = Dataset.from_list([{"prompt": as_messages(r["prompt"]), "reference": r["reference"]} for r in train])
+    dataset = Dataset.from_list(trainer_rows(train))
     args = TRLConfig(
         output_dir=str(output_dir / ".trainer"), learning_rate=config.learning_rate, max_steps=config.max_steps,
         per_device_train_batch_size=config.prompts_per_step * config.num_generations,
