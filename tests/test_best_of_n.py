@@ -8,8 +8,7 @@ import pytest
 from annotate.models import Comparison
 from training.kinds.common import base_policy
 from training.models import Checkpoint, Job, RoundPair
-from training.runners.best_of_n import sample_best
-from training.runners.generate import GenerateConfig
+from training.runners.generate import GenerateConfig, sample_best
 from training.runners.policy import manifest_of
 
 from .test_policy import tiny_policy

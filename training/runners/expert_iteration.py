@@ -25,8 +25,7 @@ from .base import (
     trainer_callback,
     trainer_precision,
 )
-from .best_of_n import sample_best
-from .generate import GenerateConfig
+from .generate import GenerateConfig, sample_best
 from .policy import as_completion, as_messages, context_length, load_policy, lora_config, save_policy
 
 

@@ -15,7 +15,7 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .base import Reporter, RunConfig, RunFailed, check, device, set_threads
@@ -72,8 +72,6 @@ def generate_answers(model_name: str, prompts: list[tuple[int, object]], output:
     reporter = reporter or Reporter()
     best_of_n = manifest_of(model_name)
     if best_of_n:  # sample n from its sampler, keep what its reward model likes best
-        from .best_of_n import sample_best
-
         rows, stats = sample_best(best_of_n["sampler"], best_of_n["reward_model"], prompts, int(best_of_n["n"]),
                                   config, reporter, work_dir=Path(output).parent)
         _write_rows(output, [(r["prompt_id"], r["sample"], r["text"], r["tokens"]) for r in rows])
@@ -98,6 +96,43 @@ def generate_answers(model_name: str, prompts: list[tuple[int, object]], output:
     return {"backend": backend, "answers": len(rows), "tokens": tokens, "seconds": round(seconds, 1),
             "tokens_per_second": round(tokens / seconds, 1) if seconds else None,
             "mean_answer_tokens": round(tokens / max(len(rows), 1), 1)}
+
+
+def sample_best(sampler: str, reward_model_dir: str, prompts: list[tuple[int, object]], n: int, config,
+                reporter: Reporter | None = None, work_dir: Path | None = None) -> tuple[list[dict], dict]:
+    """For each (prompt_id, prompt) and each of `config.samples` outputs, n sampled answers of
+    `sampler` and the one `reward_model_dir` scores highest. Returns rows (prompt_id, sample, text,
+    tokens, score, mean_score: the mean over the n, the reward a single sample would get) and stats."""
+    from rewards.scoring import RewardModel
+
+    reporter = reporter or Reporter()
+    started = time.perf_counter()
+    outputs = config.samples
+    draw = replace(config, samples=n * outputs)
+    path = Path(work_dir or ".") / f"best-of-{n}-{os.getpid()}-{time.monotonic_ns()}.jsonl"
+    stats = generate_answers(sampler, prompts, path, draw, reporter=reporter)
+    with open(path, encoding="utf-8") as handle:
+        drawn = [json.loads(line) for line in handle]
+    path.unlink(missing_ok=True)
+    by_id = dict(prompts)
+    reporter.log(f"scoring {len(drawn)} answers with the reward model")
+    model = RewardModel(reward_model_dir)
+    scores = model.score([by_id[row["prompt_id"]] for row in drawn], [row["text"] for row in drawn]).mean
+    del model
+    groups: dict[tuple[int, int], list[tuple[float, dict]]] = {}
+    for row, score in zip(drawn, scores, strict=True):
+        groups.setdefault((row["prompt_id"], row["sample"] // n), []).append((float(score), row))
+    rows = []
+    for (prompt_id, sample), scored in sorted(groups.items()):
+        best_score, best = max(scored, key=lambda item: item[0])
+        rows.append({"prompt_id": prompt_id, "sample": sample, "text": best["text"], "tokens": best["tokens"],
+                     "score": round(best_score, 4),
+                     "mean_score": round(sum(s for s, _ in scored) / len(scored), 4)})
+    tokens = sum(r["tokens"] for r in rows)
+    seconds = time.perf_counter() - started
+    return rows, {**stats, "answers": len(rows), "drawn": len(drawn), "seconds": round(seconds, 1),
+                  "mean_answer_tokens": round(tokens / max(len(rows), 1), 1),
+                  "reward_gain": round(sum(r["score"] - r["mean_score"] for r in rows) / max(len(rows), 1), 4)}
 
 
 def _write_rows(output: Path, rows) -> None:
