@@ -9,9 +9,12 @@ the loop never trains on judges each round's policy against its parent and the b
 What it does, in order:
 1. Data. Without --pool/--eval/--gold-train, the 1,600 HH-RLHF harmlessness pairs in
    ../shared/data are split by prompt: half trains the gold reward model, a third is the pool
-   (imported with its labels hidden: the `revealed` oracle answers from them when a pair is
-   judged), the rest is the evaluation split (--eval: every round's reward model is scored on it;
+   (imported with its labels hidden), the rest is the evaluation split (--eval: every round's reward model is scored on it;
    its short single-turn prompts are the held-out prompts the policies answer for the gold judge).
+   Who answers for a pool pair when it is judged: the gold judge (--pool-oracle gold, the
+   default; as in Gao et al.'s synthetic setup the loop then learns what it is measured by: on
+   this split the gold model and the HH labels agree on only ~58% of pairs) or the pool's own
+   hidden labels (--pool-oracle revealed). A round's new pairs are always judged by the gold.
 2. Gold. A MiniLM reward model trained on the gold split only, with another seed and more steps
    than a round's (cached in DIR/gold-*); --gold takes any reward-model checkpoint directory.
 3. The instance. By default its own: a scratch data dir, SQLite and the filesystem broker (the
@@ -56,6 +59,9 @@ def add_arguments(parser) -> None:
                                                      "round's default)")
     rounds.add_argument("--round-config", default="{}", help="JSON merged into every round's config")
     rounds.add_argument("--labels-per-round", type=int, default=200)
+    rounds.add_argument("--pool-oracle", choices=("gold", "revealed"), default="gold",
+                        help="who labels the pool's pairs: the gold judge (default: the loop learns what it is "
+                             "measured by) or the pool's own hidden labels")
     rounds.add_argument("--noise", type=float, default=0.25, help="label-flip probability of each annotator")
     rounds.add_argument("--left-bias", type=float, default=0.0)
     rounds.add_argument("--tie-rate", type=float, default=0.0)
@@ -347,14 +353,16 @@ class Judge:
 
 
 class LoopOracle:
-    """The simulated annotators' truth: a pool pair's hidden label (`revealed`), and for any other
-    pair (a round's new answer against its parent's) the gold reward model's preference (`gold`),
-    scored on the whole prompt (the API shows a chat prompt's last turn; the pool knows the rest)."""
+    """The simulated annotators' truth: for a pool pair its hidden label (`revealed`, when
+    `pool_oracle` says so), for any other pair (a round's new answer against its parent's) the gold
+    reward model's preference (`gold`), scored on the whole prompt (the API shows a chat prompt's
+    last turn; the pool knows the rest)."""
 
-    def __init__(self, pool: list[dict], gold):
+    def __init__(self, pool: list[dict], gold, pool_oracle: str = "revealed"):
         from bench.simulate import GoldOracle, RevealedOracle
 
-        self.revealed = RevealedOracle.from_pairs((p["prompt_text"], p["chosen"], p["rejected"], "a") for p in pool)
+        self.revealed = RevealedOracle.from_pairs(
+            (p["prompt_text"], p["chosen"], p["rejected"], "a") for p in pool if pool_oracle == "revealed")
         self.prompts = {p["prompt_text"]: p["prompt"] for p in pool}
         self.gold = GoldOracle(lambda prompt, responses: gold.score(
             [self.prompts.get(prompt, prompt)] * len(responses), list(responses)).mean)
@@ -416,7 +424,7 @@ def run(args) -> None:
     print(f"instance: {instance.url}, project {instance.slug}, {len(instance.annotator_tokens)} simulated annotators",
           flush=True)
 
-    oracle = LoopOracle(data.pool, gold_model)
+    oracle = LoopOracle(data.pool, gold_model, args.pool_oracle)
     annotator = NoisyAnnotator(flip=args.noise, left_bias=args.left_bias, tie_rate=args.tie_rate)
     config = json.loads(args.round_config)
     if args.method:
@@ -485,6 +493,7 @@ def run(args) -> None:
 
 def write_table(path: Path, rows: list[dict], args, seconds: float) -> None:
     lines = [f"Rounds: method {args.method or 'default'}, {args.labels_per_round} labels per round, flip {args.noise}, "
+             f"pool labelled by {args.pool_oracle}, "
              f"{args.annotators} simulated annotators; whole run {seconds / 60:.0f} min.", "",
              "| round | labels | proxy acc. (eval) | gold win vs parent (95% CI) | gold win vs base (95% CI) | "
              "answer tokens (parent) | round min | eval min |", "|---|---|---|---|---|---|---|---|"]
