@@ -380,13 +380,21 @@ class LoopOracle:
         return answer
 
 
-def proxy_accuracy(reward_dir: Path, pairs: list[dict]) -> float:
-    from rewards.scoring import RewardModel
-
-    model = RewardModel(reward_dir)
+def preferences(model, pairs: list[dict]) -> list[bool]:
+    """Per pair, whether `model` (a RewardModel) scores the labelled-chosen response higher."""
     chosen = model.score([p["prompt"] for p in pairs], [p["chosen"] for p in pairs]).mean
     rejected = model.score([p["prompt"] for p in pairs], [p["rejected"] for p in pairs]).mean
-    return float(sum(c > r for c, r in zip(chosen, rejected, strict=True)) / len(pairs))
+    return [bool(c > r) for c, r in zip(chosen, rejected, strict=True)]
+
+
+def proxy_accuracy(reward_dir: Path, pairs: list[dict], gold: list[bool] | None = None) -> tuple[float, float | None]:
+    """A reward model's accuracy on the labelled pairs, and (given the gold model's preferences on
+    them) how often it agrees with the gold judge, which is what a round's proxy should learn."""
+    from rewards.scoring import RewardModel
+
+    mine = preferences(RewardModel(reward_dir), pairs)
+    agreement = sum(m == g for m, g in zip(mine, gold, strict=True)) / len(pairs) if gold else None
+    return sum(mine) / len(pairs), agreement
 
 
 def run(args) -> None:
@@ -411,8 +419,9 @@ def run(args) -> None:
     gold_dir = Path(args.gold) if args.gold else train_gold(data.gold_train, out, args.gold_steps)
     judge = Judge(gold_dir, data.heldout, out, args.eval_tokens, args.seed)
     gold_model = judge.gold
+    gold_prefers = preferences(gold_model, data.eval_pairs)
     print(f"gold judge: {gold_dir}; its accuracy on the evaluation split: "
-          f"{proxy_accuracy(gold_dir, data.eval_pairs):.3f}", flush=True)
+          f"{sum(gold_prefers) / len(gold_prefers):.3f}", flush=True)
 
     if args.url:
         if not (args.token and args.annotator_tokens and args.media):
@@ -465,10 +474,12 @@ def run(args) -> None:
             win, ci = judge.win_rate(new_answers, judge.answers_of(parent["id"], model_name(instance, parent)), number)
             win_base, ci_base = judge.win_rate(new_answers, judge.answers_of(base["id"], model_name(instance, base)),
                                                number + 100)
+            accuracy, agreement = proxy_accuracy(instance.media / reward["path"], data.eval_pairs, gold_prefers) \
+                if reward else (None, None)
             record.update(
                 status="succeeded", policy=policy["id"], parent=parent["id"], pipeline=pipeline["id"],
-                proxy_accuracy=round(proxy_accuracy(instance.media / reward["path"], data.eval_pairs), 3)
-                if reward else None,
+                proxy_accuracy=round(accuracy, 3) if reward else None,
+                proxy_agreement_with_gold=round(agreement, 3) if reward else None,
                 reward_model_eval_accuracy=(reward or {}).get("metrics", {}).get("eval_accuracy"),
                 gold_win_rate=round(win, 3), gold_win_rate_ci=ci, gold_win_rate_vs_base=round(win_base, 3),
                 gold_win_rate_vs_base_ci=ci_base, heldout_prompts=len(new_answers),
@@ -495,15 +506,17 @@ def write_table(path: Path, rows: list[dict], args, seconds: float) -> None:
     lines = [f"Rounds: method {args.method or 'default'}, {args.labels_per_round} labels per round, flip {args.noise}, "
              f"pool labelled by {args.pool_oracle}, "
              f"{args.annotators} simulated annotators; whole run {seconds / 60:.0f} min.", "",
-             "| round | labels | proxy acc. (eval) | gold win vs parent (95% CI) | gold win vs base (95% CI) | "
-             "answer tokens (parent) | round min | eval min |", "|---|---|---|---|---|---|---|---|"]
+             "| round | labels | proxy acc. (eval) | proxy = gold | gold win vs parent (95% CI) | "
+             "gold win vs base (95% CI) | answer tokens (parent) | round min | eval min |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if r.get("status") != "succeeded":
-            lines.append(f"| {r['round']} | {r.get('labels')} | failed: {str(r.get('error'))[:80]} | | | | | |")
+            lines.append(f"| {r['round']} | {r.get('labels')} | failed: {str(r.get('error'))[:80]} | | | | | | |")
             continue
         ci, cib, s = r["gold_win_rate_ci"], r["gold_win_rate_vs_base_ci"], r["seconds"]
         verdict = "" if ci[0] > 0.5 else " (not above 50%)"
-        lines.append(f"| {r['round']} | {r['labels']} | {r['proxy_accuracy']} | {r['gold_win_rate']:.0%} "
+        lines.append(f"| {r['round']} | {r['labels']} | {r['proxy_accuracy']} | {r.get('proxy_agreement_with_gold')} | "
+                     f"{r['gold_win_rate']:.0%} "
                      f"({ci[0]:.0%}–{ci[1]:.0%}){verdict} | {r['gold_win_rate_vs_base']:.0%} ({cib[0]:.0%}–{cib[1]:.0%}) | "
                      f"{r['mean_answer_tokens']} ({r['parent_mean_answer_tokens']}) | {s['round'] / 60:.1f} | "
                      f"{s['evaluation'] / 60:.1f} |")
@@ -529,7 +542,9 @@ def plot(path: Path, rows: list[dict]) -> None:
     left.axhline(0.5, color="grey", linestyle="--", linewidth=1)
     left.set(xlabel="round", ylabel="gold win rate (95% CI)", ylim=(0, 1), xticks=x)
     left.legend(fontsize=8)
-    right.plot(x, [r["proxy_accuracy"] for r in done], marker="o", label="proxy RM accuracy (eval)")
+    right.plot(x, [r["proxy_accuracy"] for r in done], marker="o", label="proxy RM accuracy (eval labels)")
+    if all(r.get("proxy_agreement_with_gold") is not None for r in done):
+        right.plot(x, [r["proxy_agreement_with_gold"] for r in done], marker="^", label="proxy agrees with gold")
     right.set(xlabel="round", ylabel="accuracy", xticks=x)
     twin = right.twinx()
     twin.plot(x, [r["mean_answer_tokens"] for r in done], marker="s", color="tab:green", label="answer tokens")
