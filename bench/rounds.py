@@ -473,7 +473,7 @@ def run(args) -> None:
             new_answers = judge.answers_of(policy["id"], model_name(instance, policy))
             win, ci = judge.win_rate(new_answers, judge.answers_of(parent["id"], model_name(instance, parent)), number)
             win_base, ci_base = judge.win_rate(new_answers, judge.answers_of(base["id"], model_name(instance, base)),
-                                               number + 100)
+                                               number)
             accuracy, agreement = proxy_accuracy(instance.media / reward["path"], data.eval_pairs, gold_prefers) \
                 if reward else (None, None)
             record.update(

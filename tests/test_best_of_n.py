@@ -111,3 +111,15 @@ def test_a_round_says_when_its_reward_model_is_below_its_baselines(demo):  # noq
         f"Reward model (job #{weak.pk})", f"Expert iteration (job #{policy.pk})"]
     assert "No better than random" in summary["round_warnings"][0]
     assert "Worse than its parent" in summary["round_warnings"][1]
+
+
+def test_the_next_round_button_offers_every_method_with_the_measured_default_first(demo, users):  # noqa: F811
+    from django.test import Client
+
+    client = Client()
+    client.force_login(users["owner"])
+    page = client.get(f"/p/{demo.slug}/").content.decode()
+    menu = page[page.find('<select name="method">'):page.find("</select>", page.find('<select name="method">'))]
+    values = [part.split('"')[1] for part in menu.split("<option value=")[1:]]
+    assert values == ["best_of_n", "dpo", "grpo", "expert_iteration"]
+    assert '<option value="best_of_n" selected>' in menu and "(default)" in menu

@@ -1,7 +1,8 @@
-"""The round kind: the next round as a pipeline of jobs, reward model → DPO or GRPO → generate and
-enqueue. The pipeline's own row runs no code: each step is a job of its own, launched when the one
-before succeeds (`advance`, called when a step's end is announced, by the sweeper, and on cancel),
-so each can be watched and cancelled; cancelling the pipeline cancels its current step."""
+"""The round kind: the next round as a pipeline of jobs, reward model → new policy (best-of-n by
+default; DPO, GRPO or expert iteration) → generate and enqueue. The pipeline's own row runs no
+code: each step is a job of its own, launched when the one before succeeds (`advance`, called
+when a step's end is announced, by the sweeper, and on cancel), so each can be watched and
+cancelled; cancelling the pipeline cancels its current step."""
 
 from __future__ import annotations
 
@@ -30,7 +31,9 @@ USES_REWARD_MODEL = ("grpo", "best_of_n", "expert_iteration")
 
 @dataclass
 class RoundConfig(RunConfig):
-    method: str = field(default="dpo", metadata={"help": "how the round makes its new policy", "choices": {
+    # best_of_n by measurement (docs/benchmarks.md, "Does a round learn?"): the only method whose
+    # first round beat its parent by the gold judge with a 95% interval above 50% on this CPU.
+    method: str = field(default="best_of_n", metadata={"help": "how the round makes its new policy", "choices": {
         "dpo": "DPO on the judgments", "grpo": "GRPO against the reward model",
         "best_of_n": "best-of-n: sample n, keep the reward model's best (no training)",
         "expert_iteration": "expert iteration: fine-tune on the reward model's best of n"}})
