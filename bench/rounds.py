@@ -78,6 +78,8 @@ def add_arguments(parser) -> None:
     rounds.add_argument("--media", help="with --url: the instance's media directory")
     rounds.add_argument("--slug", default=PROJECT, help="with --url: the project to use")
     rounds.add_argument("--stop-on-failure", action="store_true")
+    rounds.add_argument("--replot", action="store_true", help="only write DIR/rounds.md and rounds.png again from "
+                                                              "DIR/rounds.jsonl")
     rounds.add_argument("--seed", type=int, default=0)
 
 
@@ -402,6 +404,13 @@ def run(args) -> None:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.replot:
+        rows = read_jsonl(out / "rounds.jsonl")
+        write_table(out / "rounds.md", rows, args, sum(r.get("seconds", {}).get(stage, 0) for r in rows
+                                                       for stage in ("judging", "round", "evaluation")))
+        plot(out / "rounds.png", rows)
+        print((out / "rounds.md").read_text())
+        return
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     os.environ.setdefault("DATABASE_URL", f"sqlite:///{out / 'unused.sqlite3'}")
     os.environ.setdefault("CELERY_BROKER_URL", "memory://")
@@ -545,7 +554,7 @@ def plot(path: Path, rows: list[dict]) -> None:
     right.plot(x, [r["proxy_accuracy"] for r in done], marker="o", label="proxy RM accuracy (eval labels)")
     if all(r.get("proxy_agreement_with_gold") is not None for r in done):
         right.plot(x, [r["proxy_agreement_with_gold"] for r in done], marker="^", label="proxy agrees with gold")
-    right.set(xlabel="round", ylabel="accuracy", xticks=x)
+    right.set(xlabel="round", ylabel="accuracy on the evaluation pairs", xticks=x, ylim=(0.4, 0.8))
     twin = right.twinx()
     twin.plot(x, [r["mean_answer_tokens"] for r in done], marker="s", color="tab:green", label="answer tokens")
     twin.set_ylabel("mean answer tokens")
