@@ -35,7 +35,8 @@ class RoundConfig(RunConfig):
     # the weights and compound (gold reward 0.00 → 0.23 → 0.53 → 0.81 over three rounds, 70% over the
     # base after three); best-of-n's first round won more (64% and 59% in two runs) but later rounds
     # only swap the reward model, and each of its answers costs n samples.
-    method: str = field(default="expert_iteration", metadata={"help": "how the round makes its new policy", "choices": {
+    method: str = field(default="expert_iteration", metadata={
+        "help": "how the round makes its new policy", "choices": {
         "dpo": "DPO on the judgments", "grpo": "GRPO against the reward model",
         "best_of_n": "best-of-n: sample n, keep the reward model's best (no training)",
         "expert_iteration": "expert iteration: fine-tune on the reward model's best of n"}})
@@ -171,5 +172,5 @@ def _close(pipeline: Job, status: str, *, error: str = "", result: dict | None =
 
 
 SPEC = register(KindSpec(Job.Kind.ROUND, RoundConfig, "default", check,
-                         "Next round: reward model → new policy (DPO, GRPO, best-of-n or expert iteration) → generate → enqueue", start=start, advance=advance,
-                         steps=plan))
+                         "Next round: reward model → new policy (expert iteration, best-of-n, DPO or GRPO) → "
+                         "generate → enqueue", start=start, advance=advance, steps=plan))
