@@ -75,11 +75,12 @@ def test_expert_iteration_fine_tunes_on_the_best_answers(demo, tmp_path):  # noq
     reward = tiny_reward_checkpoint(demo)
     job = run_here(demo, "expert_iteration", {
         "base_model": model, "n": 2, "prompts": 6, "max_new_tokens": 8, "max_steps": 8, "batch_size": 6,
-        "learning_rate": 1e-3, "lora": False, "max_length": 96})
+        "learning_rate": 1e-3, "lora": False, "max_length": 96, "eval_prompts": 3})
     assert job.status == Job.Status.SUCCEEDED, job.error
     policy = Checkpoint.objects.get(job=job)
     assert policy.parent == base_policy(demo, model) and policy.reward_model == reward
     assert job.result["answers_kept"] >= 5 and job.result["final_loss"] < job.result["first_loss"]
+    assert {"reward_after", "reward_before_same_prompts"} <= set(job.result)  # the same 3 prompts before and after
     before = AutoModelForCausalLM.from_pretrained(model).state_dict()
     after = AutoModelForCausalLM.from_pretrained(policy.model_name).state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)

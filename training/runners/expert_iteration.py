@@ -142,7 +142,8 @@ def train_expert_iteration(prompts: list[tuple[int, object]], reward_model_dir: 
         again, _ = sample_best(str(policy_dir), reward_model_dir, prompts[:config.eval_prompts], 2,
                                replace(config.sampling(), seed=config.seed + 1), work_dir=output_dir)
         metrics["reward_after"] = round(sum(r["mean_score"] for r in again) / max(len(again), 1), 4)
-        before = [r["mean_score"] for r in best[:config.eval_prompts]]
+        again_ids = {r["prompt_id"] for r in again}
+        before = [r["mean_score"] for r in best if r["prompt_id"] in again_ids]
         metrics["reward_before_same_prompts"] = round(sum(before) / max(len(before), 1), 4)
     metrics["seconds"] = round(time.perf_counter() - started, 1)
     reporter.progress(1.0, "done")
