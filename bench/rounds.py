@@ -36,7 +36,6 @@ A round that fails is recorded with its step and error; --stop-on-failure ends t
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import os
@@ -96,20 +95,13 @@ def prompt_share(prompt) -> float:
 
 
 def hh_pairs(path: Path) -> list[dict]:
-    """Labelled pairs {prompt (messages), chosen, rejected} of an importable file."""
-    from annotate.importing import iter_parsed
+    """Labelled pairs {prompt (messages), prompt_text, chosen, rejected} of an importable file
+    (read as the pool experiment reads them, `bench.loop.read_pairs`)."""
+    from bench.loop import read_pairs
 
-    opener = gzip.open if str(path).endswith(".gz") else open
-    pairs = []
-    with opener(path, "rb") as handle:
-        for row in iter_parsed(handle, "auto"):
-            prompt = row.prompt_messages or row.prompt_text
-            for i, j, label in row.pairs:
-                if label in ("a", "b"):
-                    chosen, rejected = (i, j) if label == "a" else (j, i)
-                    pairs.append({"prompt": prompt, "prompt_text": row.prompt_text, "chosen": row.responses[chosen][0],
-                                  "rejected": row.responses[rejected][0]})
-    return pairs
+    pairs, _ = read_pairs(str(path), "auto")
+    return [{"prompt": p["prompt"], "prompt_text": p["prompt_key"], "chosen": p["a"] if p["y"] else p["b"],
+             "rejected": p["b"] if p["y"] else p["a"]} for p in pairs]
 
 
 def pool_rows(pool: list[dict]) -> list:
@@ -350,15 +342,15 @@ class Judge:
         return self.answers[checkpoint_id]
 
     def win_rate(self, new: list[dict], old: list[dict], seed: int) -> tuple[float, list[float]]:
-        from bench.simulate import bootstrap_ci
+        from bench.simulate import win_rate
 
         theirs = {r["prompt_id"]: r for r in old}
         wins = []
         for row in new:
             other = theirs[row["prompt_id"]]
             wins.append(0.5 if row["text"] == other["text"] else float(row["gold"] > other["gold"]))
-        low, high = bootstrap_ci(wins, seed=seed)
-        return sum(wins) / len(wins), [round(low, 3), round(high, 3)]
+        rate = win_rate(wins, seed=seed)
+        return rate["win_rate"], [round(rate["low"], 3), round(rate["high"], 3)]
 
 
 class LoopOracle:
