@@ -257,6 +257,8 @@ def run(job_id: int) -> str:
         status, error = Job.Status.FAILED, f"{type(exc).__name__}: {exc}"
     finally:
         reporter.close()
+    if status != Job.Status.SUCCEEDED:  # gone before the job shows as ended
+        shutil.rmtree(scratch_dir(job), ignore_errors=True)
     try:
         return finish(job, status, error=error, outcome=outcome)
     finally:
