@@ -235,7 +235,7 @@ PREFLOOP_JOB_LIMITS = json.loads(env_str("PREFLOOP_JOB_LIMITS", "{}"))
 # project has the minimum; MiniLM embeddings of each response, cached per candidate.
 PREFLOOP_HEAD_REFIT_EVERY = env_int("PREFLOOP_HEAD_REFIT_EVERY", 20)
 PREFLOOP_HEAD_MIN_JUDGMENTS = env_int("PREFLOOP_HEAD_MIN_JUDGMENTS", 30)
-PREFLOOP_HEAD_L2 = env_float("PREFLOOP_HEAD_L2", 3.0)
+PREFLOOP_HEAD_L2 = env_float("PREFLOOP_HEAD_L2", 3.0)  # rewards.preference_head.DEFAULT_L2
 PREFLOOP_HEAD_MAX_PAIRS = env_int("PREFLOOP_HEAD_MAX_PAIRS", 5000)  # latest judgments a refit learns from
 PREFLOOP_HEAD_MAX_OPEN = env_int("PREFLOOP_HEAD_MAX_OPEN", 50000)  # open comparisons a refit reorders
 PREFLOOP_HEAD_EMBED_PER_RUN = env_int("PREFLOOP_HEAD_EMBED_PER_RUN", 500)  # ~15 s of CPU a run

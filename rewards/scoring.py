@@ -1,6 +1,11 @@
 """Scoring with a trained reward model (one member or an ensemble): the mean over members is the
 reward, their spread (standard deviation) the uncertainty downstream selection uses. Scores on
-the GPU when the process has one (rewards.devices), in bf16 autocast where the GPU supports it."""
+the GPU when the process has one (rewards.devices), in bf16 autocast where the GPU supports it.
+
+A checkpoint may also hold an embedding head (the runner's `embedding_head`): a Bradley–Terry
+head on frozen MiniLM embeddings of the response. Its reward and the members' mean are averaged
+(both are log-odds of the same preference), and the spread is taken over the members and the
+head together."""
 
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from .devices import device as default_device
 from .devices import use_bf16
+from .embeddings import Encoder, response_text
 from .text import encode, prepare_tokenizer, reward_input
 
 MANIFEST = "prefloop.json"
@@ -24,6 +30,7 @@ class Scores:
     mean: np.ndarray  # [n] reward
     spread: np.ndarray  # [n] standard deviation across ensemble members (0 for one member)
     rubric: np.ndarray | None = None  # [n, criteria] mean rubric outputs in the criteria's scale
+    parts: dict[str, np.ndarray] | None = None  # with an embedding head: each part's reward
 
 
 class RewardModel:
@@ -48,6 +55,11 @@ class RewardModel:
             model = AutoModelForSequenceClassification.from_pretrained(self.directory / member)
             model.to(device).eval()
             self.models.append(model)
+        head = self.manifest.get("head")
+        self.head = None
+        if head:
+            self.head = (Encoder(head["encoder"], int(head["max_length"]), device),
+                         np.load(self.directory / head["file"]).astype(np.float32))
 
     def score(self, prompts: list, responses: list, batch_size: int = 32) -> Scores:
         """Rewards for (prompt, response) pairs, in input order. Batches are formed by length so
@@ -72,12 +84,18 @@ class RewardModel:
                     logits = model(input_ids=input_ids, attention_mask=mask).logits.float().cpu().numpy()
                     outputs[m, batch] = logits
         rewards = outputs[:, :, 0]
+        mean, spread, parts = rewards.mean(axis=0), rewards.std(axis=0), None
+        if self.head is not None:
+            encoder, weights = self.head
+            head = encoder.embed([response_text(p, r) for p, r in zip(prompts, responses, strict=True)]) @ weights
+            parts = {"fine_tuned": mean, "embedding_head": head}
+            mean, spread = (mean + head) / 2, np.vstack([rewards, head[None]]).std(axis=0)
         rubric = None
         if self.criteria:
             low = np.array([c["scale_min"] for c in self.criteria], dtype=np.float32)
             high = np.array([c["scale_max"] for c in self.criteria], dtype=np.float32)
             rubric = low + (high - low) / (1 + np.exp(-outputs[:, :, 1:].mean(axis=0)))
-        return Scores(mean=rewards.mean(axis=0), spread=rewards.std(axis=0), rubric=rubric)
+        return Scores(mean=mean, spread=spread, rubric=rubric, parts=parts)
 
     def _outputs(self) -> int:
         return 1 + len(self.criteria)

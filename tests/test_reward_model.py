@@ -209,3 +209,28 @@ def test_too_few_pairs_and_a_missing_model_fail_with_a_clear_message(tmp_path):
         train_reward_model(snapshot, tmp_path / "rm", quick(min_pairs=50))
     with pytest.raises(RunFailed, match="does not exist"):
         train_reward_model(snapshot, tmp_path / "rm", quick(base_model="/nowhere/model", min_pairs=2))
+
+
+def test_an_embedding_head_learns_and_every_score_averages_it_with_the_fine_tuned_model(tmp_path):
+    """The round's reward model: a fine-tuned MiniLM and a Bradley–Terry head on frozen embeddings.
+    The head learns on its own (spam and cut answers lose), its file travels in the checkpoint, the
+    evaluation reports each part, and whatever scores with the checkpoint gets their average."""
+    import numpy as np
+
+    from rewards.scoring import MANIFEST, RewardModel
+
+    snapshot = easy_snapshot(tmp_path / "snap.jsonl", junk_every=2)
+    result = train_reward_model(snapshot, tmp_path / "rm", quick(max_steps=2, embedding_head=True))
+
+    manifest = json.loads((tmp_path / "rm" / MANIFEST).read_text())
+    assert manifest["head"]["pairs"] == result.metrics["train_pairs"]
+    assert (tmp_path / "rm" / manifest["head"]["file"]).exists()
+    parts = result.metrics["eval_parts"]
+    assert set(parts) == {"fine_tuned", "embedding_head"}
+    assert parts["embedding_head"] >= 0.8, result.metrics
+    model = RewardModel(tmp_path / "rm", device="cpu")
+    rows = [json.loads(line) for line in snapshot.read_text().splitlines()][:8]
+    scores = model.score([r["prompt"] for r in rows], [r["response_a"] for r in rows])
+    np.testing.assert_allclose(scores.mean, (scores.parts["fine_tuned"] + scores.parts["embedding_head"]) / 2,
+                               rtol=1e-5, atol=1e-6)
+    assert (scores.spread > 0).all()  # the head and the member disagree somewhere: a spread, not 0

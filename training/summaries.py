@@ -131,8 +131,11 @@ def evaluation_of(metrics: dict | None) -> Evaluation | None:
 
 def _reward_model(metrics: dict) -> Evaluation:
     e = metrics["eval"]
-    rows = [["reward model", _f(e.get("accuracy")), f"pairwise accuracy on {e.get('n', '?')} held-out pairs"],
-            ["random", _f((e.get("baselines") or {}).get("random")), "baseline"],
+    rows = [["reward model", _f(e.get("accuracy")), f"pairwise accuracy on {e.get('n', '?')} held-out pairs"]]
+    parts = {"fine_tuned": "fine-tuned part", "embedding_head": "embedding-head part"}
+    rows += [[parts.get(name, name), _f(value), "the same pairs, this part alone (the model averages the two)"]
+             for name, value in (metrics.get("eval_parts") or {}).items()]
+    rows += [["random", _f((e.get("baselines") or {}).get("random")), "baseline"],
             ["longer response wins", _f((e.get("baselines") or {}).get("longer_wins")), "baseline"]]
     calibration = e.get("calibration") or {}
     if calibration:

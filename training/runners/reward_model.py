@@ -52,6 +52,9 @@ class RewardModelConfig(RunConfig):
     rubric: bool = field(default=False, metadata={"help": "also regress the project's rubric criteria"})
     rubric_weight: float = field(default=1.0, metadata={"help": "weight of the rubric loss"})
     ensemble_size: int = field(default=1, metadata={"help": "members trained with different seeds"})
+    embedding_head: bool = field(default=False, metadata={
+        "help": "also fit a Bradley–Terry head on frozen MiniLM embeddings of the responses and average "
+                "its reward with the fine-tuned model's"})
     epochs: float = field(default=1.0, metadata={"help": "passes over the training pairs"})
     max_steps: int = field(default=0, metadata={"help": "stop after this many steps per member (0: epochs)"})
     learning_rate: float = 3e-5
@@ -282,6 +285,11 @@ def train_reward_model(snapshot: Path, output_dir: Path, config: RewardModelConf
 
     manifest = {"kind": "reward_model", "base_model": config.base_model, "members": member_names,
                 "max_length": config.max_length, "criteria": criteria, "config": config.to_dict()}
+    if config.embedding_head:
+        reporter.checkpoint()
+        reporter.progress(0.95, "fitting the embedding head")
+        manifest["head"] = _fit_embedding_head(train, output_dir)
+        reporter.log(f"embedding head fitted on {manifest['head']['pairs']} pairs")
     (output_dir / MANIFEST).write_text(json.dumps(manifest, indent=2))
 
     reporter.progress(0.96, "evaluating on held-out pairs")
@@ -299,10 +307,31 @@ def train_reward_model(snapshot: Path, output_dir: Path, config: RewardModelConf
                                  [len(render_response(p.rejected)) for p in evaluated])
         metrics.update(eval_accuracy=report["accuracy"], eval=report)
         metrics["eval_mean_spread"] = round(float(((chosen.spread + rejected.spread) / 2).mean()), 4)
+        if chosen.parts:  # what each part scores alone, beside the average
+            metrics["eval_parts"] = {name: round(float((chosen.parts[name] > rejected.parts[name]).mean()), 4)
+                                     for name in chosen.parts}
     metrics["seconds"] = round(time.perf_counter() - started, 1)
     (output_dir / MANIFEST).write_text(json.dumps({**manifest, "metrics": metrics}, indent=2))
     reporter.progress(1.0, "done")
     return RewardModelResult(output_dir=output_dir, metrics=metrics)
+
+
+def _fit_embedding_head(train: list[Pair], output_dir: Path) -> dict:
+    """Fit the checkpoint's embedding head on the decisive training pairs; returns its manifest
+    entry. L2 is the queue head's default, the one measured in docs/benchmarks.md."""
+    import numpy as np
+
+    from rewards.embeddings import ENCODER, MAX_LENGTH, Encoder, response_text
+    from rewards.preference_head import DEFAULT_L2, fit_pair_head
+
+    decisive = [p for p in train if not p.tie]
+    encoder = Encoder(ENCODER, MAX_LENGTH, device())
+    chosen = encoder.embed([response_text(p.prompt, p.chosen) for p in decisive])
+    rejected = encoder.embed([response_text(p.prompt, p.rejected) for p in decisive])
+    weights = fit_pair_head(chosen, rejected, l2=DEFAULT_L2)
+    np.save(output_dir / "head.npy", weights.astype(np.float32))
+    return {"file": "head.npy", "encoder": ENCODER, "max_length": MAX_LENGTH, "l2": DEFAULT_L2,
+            "pairs": len(decisive)}
 
 
 def _remove_tree(path: Path) -> None:
