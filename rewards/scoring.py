@@ -28,7 +28,7 @@ MANIFEST = "prefloop.json"
 @dataclass
 class Scores:
     mean: np.ndarray  # [n] reward
-    spread: np.ndarray  # [n] standard deviation across ensemble members (0 for one member)
+    spread: np.ndarray  # [n] standard deviation across members and head (0 for one member alone)
     rubric: np.ndarray | None = None  # [n, criteria] mean rubric outputs in the criteria's scale
     parts: dict[str, np.ndarray] | None = None  # with an embedding head: each part's reward
 

@@ -285,7 +285,7 @@ def train_reward_model(snapshot: Path, output_dir: Path, config: RewardModelConf
 
     manifest = {"kind": "reward_model", "base_model": config.base_model, "members": member_names,
                 "max_length": config.max_length, "criteria": criteria, "config": config.to_dict()}
-    if config.embedding_head:
+    if config.embedding_head and any(not p.tie for p in train):  # (tie_aware may train on ties alone)
         reporter.checkpoint()
         reporter.progress(0.95, "fitting the embedding head")
         manifest["head"] = _fit_embedding_head(train, output_dir)
