@@ -15,8 +15,8 @@ so every variant trains on the same pairs and is scored on the same held-out one
 - `round_x3`: the same with three members (ensemble_size 3; seeds 0-2), their mean;
 - `epoch`: one epoch at max length 256, lr 3e-5 (bench/reward_model.py's setting);
 - `head`: the always-fresh head the queue uses: frozen MiniLM embeddings of each response, a
-  Bradley–Terry logistic head on their difference, L2 = PREFLOOP_HEAD_L2 as in the product (the
-  5-fold CV choice on the training pairs is printed beside it);
+  Bradley–Terry logistic head on their difference (`fit_pair_head`, L2 = DEFAULT_L2 as in the
+  product; the 5-fold CV choice on the training pairs is printed beside it);
   `head_prompt`: the same with the prompt's last turns in the embedded text;
 - `A+B`: the mean of two variants' log-odds (r(chosen) − r(rejected)), nothing tuned on held-out.
 
@@ -55,7 +55,6 @@ def main() -> None:
     import django
 
     django.setup()
-    from django.conf import settings
     from django.core.management import call_command
 
     from annotate.importing import import_path
@@ -74,7 +73,6 @@ def main() -> None:
     import_path(project, hh, format="hh")
     snapshot = snapshot_path(make_snapshot(project, "raw"))
     round_rm = {**RoundConfig().reward_model, "embedding_head": False, "eval_fraction": 0.2, "seed": 0, "threads": 0}
-    round_rm.pop("min_pairs", None)
     configs = {
         "round": round_rm,
         "round_eh": {**round_rm, "embedding_head": True},
@@ -112,25 +110,23 @@ def main() -> None:
 
     def head(name: str) -> None:
         from bench.loop import choose_l2
-        from rewards.bradley_terry import fit_logistic
         from rewards.embeddings import Encoder, response_text
-        from rewards.preference_head import pair_features
+        from rewards.preference_head import DEFAULT_L2, fit_pair_head, pair_features
 
         started = time.perf_counter()
         encoder = Encoder()
         with_prompt = name == "head_prompt"
 
-        def features(rows):
-            a = encoder.embed([response_text(p.prompt, p.chosen, with_prompt) for p in rows])
-            b = encoder.embed([response_text(p.prompt, p.rejected, with_prompt) for p in rows])
-            return pair_features(a, b)
+        def embedded(rows):
+            return (encoder.embed([response_text(p.prompt, p.chosen, with_prompt) for p in rows]),
+                    encoder.embed([response_text(p.prompt, p.rejected, with_prompt) for p in rows]))
 
-        X = features(train)  # chosen first: y = 1 (no intercept, so the orientation carries no bias)
-        y = np.ones(len(X))
-        print(f"L2 by 5-fold CV on the training pairs: {choose_l2(X, y)}; used: {settings.PREFLOOP_HEAD_L2}")
-        w = fit_logistic(X, y, l2=settings.PREFLOOP_HEAD_L2)
+        chosen, rejected = embedded(train)
+        cv = choose_l2(pair_features(chosen, rejected), np.ones(len(chosen)))  # the fit's own rows: chosen first
+        print(f"L2 by 5-fold CV on the training pairs: {cv}; used: {DEFAULT_L2}")
+        w = fit_pair_head(chosen, rejected, l2=DEFAULT_L2)  # what the runner's embedding head fits
         seconds[name] = time.perf_counter() - started
-        deltas[name] = features(held_out) @ w
+        deltas[name] = pair_features(*embedded(held_out)) @ w
 
     wanted = [v.strip() for v in args.variants.split(",") if v.strip()]
     for variant in wanted:

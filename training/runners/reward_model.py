@@ -285,10 +285,11 @@ def train_reward_model(snapshot: Path, output_dir: Path, config: RewardModelConf
 
     manifest = {"kind": "reward_model", "base_model": config.base_model, "members": member_names,
                 "max_length": config.max_length, "criteria": criteria, "config": config.to_dict()}
-    if config.embedding_head and any(not p.tie for p in train):  # (tie_aware may train on ties alone)
+    decisive = [p for p in train if not p.tie]
+    if config.embedding_head and decisive:  # (tie_aware may train on ties alone)
         reporter.checkpoint()
         reporter.progress(0.95, "fitting the embedding head")
-        manifest["head"] = _fit_embedding_head(train, output_dir)
+        manifest["head"] = _fit_embedding_head(decisive, output_dir)
         reporter.log(f"embedding head fitted on {manifest['head']['pairs']} pairs")
     (output_dir / MANIFEST).write_text(json.dumps(manifest, indent=2))
 
@@ -316,15 +317,14 @@ def train_reward_model(snapshot: Path, output_dir: Path, config: RewardModelConf
     return RewardModelResult(output_dir=output_dir, metrics=metrics)
 
 
-def _fit_embedding_head(train: list[Pair], output_dir: Path) -> dict:
-    """Fit the checkpoint's embedding head on the decisive training pairs; returns its manifest
-    entry. L2 is the queue head's default, the one measured in docs/benchmarks.md."""
+def _fit_embedding_head(decisive: list[Pair], output_dir: Path) -> dict:
+    """Fit the checkpoint's embedding head on the decisive (non-tie) training pairs; returns its
+    manifest entry. L2 is the queue head's default, the one measured in docs/benchmarks.md."""
     import numpy as np
 
     from rewards.embeddings import ENCODER, MAX_LENGTH, Encoder, response_text
     from rewards.preference_head import DEFAULT_L2, fit_pair_head
 
-    decisive = [p for p in train if not p.tie]
     encoder = Encoder(ENCODER, MAX_LENGTH, device())
     chosen = encoder.embed([response_text(p.prompt, p.chosen) for p in decisive])
     rejected = encoder.embed([response_text(p.prompt, p.rejected) for p in decisive])
