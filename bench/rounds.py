@@ -341,16 +341,23 @@ class Judge:
             self.answers[checkpoint_id] = rows
         return self.answers[checkpoint_id]
 
-    def win_rate(self, new: list[dict], old: list[dict], seed: int) -> tuple[float, list[float]]:
-        from bench.simulate import win_rate
+    def win_rate(self, new: list[dict], old: list[dict], seed: int) -> dict:
+        """The gold win rate of `new` over `old` with its interval, and the same at equal length
+        (`length_controlled_win_rate`): a judge that likes short answers rewards a policy for
+        getting shorter, and the raw rate alone would call that learning."""
+        from bench.simulate import length_controlled_win_rate, win_rate
 
         theirs = {r["prompt_id"]: r for r in old}
-        wins = []
+        wins, diffs = [], []
         for row in new:
             other = theirs[row["prompt_id"]]
             wins.append(0.5 if row["text"] == other["text"] else float(row["gold"] > other["gold"]))
+            diffs.append(row["tokens"] - other["tokens"])
         rate = win_rate(wins, seed=seed)
-        return rate["win_rate"], [round(rate["low"], 3), round(rate["high"], 3)]
+        controlled = length_controlled_win_rate(wins, diffs, seed=seed)
+        return {"win": round(rate["win_rate"], 3), "ci": [round(rate["low"], 3), round(rate["high"], 3)],
+                "lc": round(controlled["win_rate"], 3),
+                "lc_ci": [round(controlled["low"], 3), round(controlled["high"], 3)]}
 
 
 class LoopOracle:
@@ -479,9 +486,9 @@ def run(args) -> None:
             base = checkpoint(instance, policy["lineage"][-1])
             reward = checkpoint(instance, result["reward_model"]) if result.get("reward_model") else None
             new_answers = judge.answers_of(policy["id"], model_name(instance, policy))
-            win, ci = judge.win_rate(new_answers, judge.answers_of(parent["id"], model_name(instance, parent)), number)
-            win_base, ci_base = judge.win_rate(new_answers, judge.answers_of(base["id"], model_name(instance, base)),
-                                               number)
+            over_parent = judge.win_rate(new_answers, judge.answers_of(parent["id"], model_name(instance, parent)),
+                                         number)
+            over_base = judge.win_rate(new_answers, judge.answers_of(base["id"], model_name(instance, base)), number)
             accuracy, agreement = proxy_accuracy(instance.media / reward["path"], data.eval_pairs, gold_prefers) \
                 if reward else (None, None)
             record.update(
@@ -489,8 +496,11 @@ def run(args) -> None:
                 proxy_accuracy=round(accuracy, 3) if reward else None,
                 proxy_agreement_with_gold=round(agreement, 3) if reward else None,
                 reward_model_eval_accuracy=(reward or {}).get("metrics", {}).get("eval_accuracy"),
-                gold_win_rate=round(win, 3), gold_win_rate_ci=ci, gold_win_rate_vs_base=round(win_base, 3),
-                gold_win_rate_vs_base_ci=ci_base, heldout_prompts=len(new_answers),
+                gold_win_rate=over_parent["win"], gold_win_rate_ci=over_parent["ci"],
+                gold_win_rate_lc=over_parent["lc"], gold_win_rate_lc_ci=over_parent["lc_ci"],
+                gold_win_rate_vs_base=over_base["win"], gold_win_rate_vs_base_ci=over_base["ci"],
+                gold_win_rate_vs_base_lc=over_base["lc"], gold_win_rate_vs_base_lc_ci=over_base["lc_ci"],
+                heldout_prompts=len(new_answers),
                 mean_answer_tokens=round(sum(r["tokens"] for r in new_answers) / len(new_answers), 1),
                 parent_mean_answer_tokens=round(sum(r["tokens"] for r in judge.answers[parent["id"]]) /
                                                 len(new_answers), 1),
@@ -515,17 +525,20 @@ def write_table(path: Path, rows: list[dict], args, seconds: float) -> None:
              f"pool labelled by {args.pool_oracle}, "
              f"{args.annotators} simulated annotators; whole run {seconds / 60:.0f} min.", "",
              "| round | labels | proxy acc. (eval) | proxy = gold | gold win vs parent (95% CI) | "
-             "gold win vs base (95% CI) | answer tokens (parent) | round min | eval min |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "at equal length (95% CI) | gold win vs base (95% CI) | answer tokens (parent) | round min | eval min |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if r.get("status") != "succeeded":
-            lines.append(f"| {r['round']} | {r.get('labels')} | failed: {str(r.get('error'))[:80]} | | | | | | |")
+            lines.append(f"| {r['round']} | {r.get('labels')} | failed: {str(r.get('error'))[:80]} | | | | | | | |")
             continue
         ci, cib, s = r["gold_win_rate_ci"], r["gold_win_rate_vs_base_ci"], r["seconds"]
         verdict = "" if ci[0] > 0.5 else " (not above 50%)"
+        lc_ci = r.get("gold_win_rate_lc_ci")  # absent in runs from before it was measured
+        controlled = (f"{r['gold_win_rate_lc']:.0%} ({lc_ci[0]:.0%}–{lc_ci[1]:.0%})"
+                      f"{'' if lc_ci[0] > 0.5 else ' (not above 50%)'}" if lc_ci else "–")
         lines.append(f"| {r['round']} | {r['labels']} | {r['proxy_accuracy']} | {r.get('proxy_agreement_with_gold')} | "
-                     f"{r['gold_win_rate']:.0%} "
-                     f"({ci[0]:.0%}–{ci[1]:.0%}){verdict} | {r['gold_win_rate_vs_base']:.0%} ({cib[0]:.0%}–{cib[1]:.0%}) | "
+                     f"{r['gold_win_rate']:.0%} ({ci[0]:.0%}–{ci[1]:.0%}){verdict} | {controlled} | "
+                     f"{r['gold_win_rate_vs_base']:.0%} ({cib[0]:.0%}–{cib[1]:.0%}) | "
                      f"{r['mean_answer_tokens']} ({r['parent_mean_answer_tokens']}) | {s['round'] / 60:.1f} | "
                      f"{s['evaluation'] / 60:.1f} |")
     path.write_text("\n".join(lines) + "\n")

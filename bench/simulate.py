@@ -174,6 +174,61 @@ def win_rate(wins: Sequence[float], n: int = 2000, seed: int = 0, level: float =
             "losses": sum(v == 0 for v in values)}
 
 
+def _logistic_fit(wins: np.ndarray, x: np.ndarray) -> tuple[float, float]:
+    """(b0, b1) of the logistic fit P(win) = sigmoid(b0 + b1·x), ties as 0.5 (a tiny ridge on b1
+    keeps a fit on separable data finite)."""
+    from scipy.optimize import minimize
+    from scipy.special import expit, log_expit
+
+    def loss(beta: np.ndarray) -> float:
+        z = beta[0] + beta[1] * x
+        return -float(np.sum(wins * log_expit(z) + (1 - wins) * log_expit(-z))) + 1e-3 * beta[1] ** 2
+
+    def grad(beta: np.ndarray) -> np.ndarray:
+        r = expit(beta[0] + beta[1] * x) - wins
+        return np.array([r.sum(), (r * x).sum() + 2e-3 * beta[1]])
+
+    b0, b1 = minimize(loss, np.zeros(2), jac=grad, method="L-BFGS-B").x
+    return float(b0), float(b1)
+
+
+def length_controlled_win_rate(wins: Sequence[float], length_diffs: Sequence[float], n: int = 1000,
+                               seed: int = 0, level: float = 0.95) -> dict:
+    """The win rate at equal length, after AlpacaEval 2's length-controlled win rate (Dubois et
+    al. 2024): a logistic regression of each outcome (1 win, 0 loss, 0.5 tie) on the length
+    difference (new minus old, in tokens, scaled by its standard deviation) and an intercept; the
+    answer is the fitted win probability where the difference is zero. The interval is a percentile
+    bootstrap over pairs, and `length_effect` the fitted change in win probability per standard
+    deviation of length difference, as a sign to read (negative: the judge prefers shorter).
+
+    A judge that only rewards brevity gives a raw win rate far from 0.5 and a length-controlled one
+    near it:
+
+    >>> diffs = [-10] * 30 + [10] * 10 + [0] * 20
+    >>> wins = [1] * 30 + [0] * 10 + [1, 0] * 10
+    >>> round(win_rate(wins)["win_rate"], 2), round(length_controlled_win_rate(wins, diffs)["win_rate"], 2)
+    (0.67, 0.5)
+    """
+    y = np.asarray(wins, dtype=float)
+    d = np.asarray(length_diffs, dtype=float)
+    if len(y) != len(d):
+        raise ValueError(f"{len(y)} outcomes but {len(d)} length differences: one of each per pair.")
+    if len(y) == 0:
+        return {"win_rate": None, "low": None, "high": None, "n": 0, "length_effect": None}
+    scale = d.std() or 1.0
+    x = d / scale
+    from scipy.special import expit
+
+    b0, b1 = _logistic_fit(y, x)
+    rng = np.random.default_rng(seed)
+    draws = [expit(_logistic_fit(y[idx], x[idx])[0]) for idx in rng.integers(0, len(y), size=(n, len(y)))]
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(draws, [tail, 100 - tail])
+    point = float(expit(b0))
+    return {"win_rate": point, "low": float(low), "high": float(high), "n": len(y),
+            "length_effect": float(expit(b0 + b1)) - point}
+
+
 # --- annotators through the API ---------------------------------------------------------------------
 
 SHOWN = {"a": "left", "b": "right", "tie": "tie"}  # the API takes sides as they were shown

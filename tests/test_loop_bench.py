@@ -71,5 +71,7 @@ def test_a_tiny_round_driven_by_simulated_annotators(celery_worker_process, proj
     parent = rounds.checkpoint(instance, policy["parent"])
     new = judge.answers_of(policy["id"], rounds.model_name(instance, policy))
     old = judge.answers_of(parent["id"], rounds.model_name(instance, parent))
-    win, (low, high) = judge.win_rate(new, old, seed=0)
-    assert len(new) == len(old) == 3 and 0 <= low <= win <= high <= 1
+    rate = judge.win_rate(new, old, seed=0)
+    (low, high), (lc_low, lc_high) = rate["ci"], rate["lc_ci"]
+    assert len(new) == len(old) == 3 and 0 <= low <= rate["win"] <= high <= 1
+    assert 0 <= lc_low <= rate["lc"] <= lc_high <= 1

@@ -21,6 +21,7 @@ from bench.simulate import (
     RevealedOracle,
     UnknownPair,
     bootstrap_ci,
+    length_controlled_win_rate,
     pair_key,
     run_annotators,
     win_rate,
@@ -263,3 +264,22 @@ def test_a_throttled_annotator_waits_and_carries_on(project, users, live_server,
                              NoisyAnnotator(flip=0.0))
     assert (summary["labels"], summary["errors"], summary["stopped"]) == (12, 0, "empty")
     assert summary["throttled"] >= 1
+
+
+def test_the_length_controlled_win_rate_sees_through_a_judge_that_likes_short_answers():
+    """A policy that only got shorter, judged by a judge that only likes short answers, wins on the
+    raw rate but not at equal length; a policy that got better at every length wins on both."""
+    rng = random.Random(3)
+    diffs = [rng.randint(-40, 10) for _ in range(200)]  # the new answers are mostly shorter
+    brevity = [0.5 if d == 0 else float(d < 0) if rng.random() < 0.8 else float(d > 0) for d in diffs]
+    raw = win_rate(brevity)
+    controlled = length_controlled_win_rate(brevity, diffs)
+    assert raw["low"] > 0.6  # 0.647: "the round won"
+    # 0.57 (0.48-0.66): not above even at equal length, and the judge's taste for brevity is found
+    assert controlled["low"] < 0.5 and controlled["length_effect"] < -0.1
+    better = [float(rng.random() < 0.7) for _ in diffs]  # wins 70% whatever the lengths
+    controlled = length_controlled_win_rate(better, diffs)  # 0.72 (0.63-0.80), length effect 0.02
+    assert controlled["low"] > 0.55 and controlled["low"] < 0.7 < controlled["high"]
+    assert abs(controlled["length_effect"]) < 0.1
+    with pytest.raises(ValueError, match="2 outcomes but 1 length differences"):
+        length_controlled_win_rate([1, 0], [3])
