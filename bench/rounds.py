@@ -28,7 +28,8 @@ What it does, in order:
    round is launched through the jobs API with the same pipeline as the "Next round" button and
    watched until it ends; then the new policy, its parent and the base model answer the held-out
    prompts and the gold model judges: win rate over the parent and over the base, each with a 95%
-   bootstrap interval over prompts, and mean answer tokens.
+   bootstrap interval over prompts, the same at equal length (`length_controlled_win_rate`: a
+   judge that likes short answers rewards a policy for getting shorter), and mean answer tokens.
 
 Writes DIR/rounds.jsonl (one object per round), DIR/rounds.png and DIR/rounds.md (a table).
 A round that fails is recorded with its step and error; --stop-on-failure ends the run there.
