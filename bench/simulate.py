@@ -10,7 +10,8 @@ flipped by default, which brought simulated agreement down to the human-human ra
 - `run_annotators`: one thread per annotator token leases `GET next/`, asks the oracle about the
   sides as shown, and posts left / right / tie to `judgments/`, until the queue is empty or
   enough labels are in.
-- `bootstrap_ci`, `win_rate`: percentile-bootstrap intervals for the win rates the loop reports.
+- `bootstrap_ci`, `win_rate`: percentile-bootstrap intervals for the win rates the loop reports;
+  `length_controlled_win_rate`: the same at equal length (AlpacaEval 2's regression).
 
 Plain Python (httpx, numpy): importable without Django, so a benchmark can drive a server that
 runs elsewhere. Accounts and tokens come from `manage.py simulated_annotators SLUG --count N`.
@@ -215,10 +216,9 @@ def length_controlled_win_rate(wins: Sequence[float], length_diffs: Sequence[flo
         raise ValueError(f"{len(y)} outcomes but {len(d)} length differences: one of each per pair.")
     if len(y) == 0:
         return {"win_rate": None, "low": None, "high": None, "n": 0, "length_effect": None}
-    scale = d.std() or 1.0
-    x = d / scale
     from scipy.special import expit
 
+    x = d / (d.std() or 1.0)
     b0, b1 = _logistic_fit(y, x)
     rng = np.random.default_rng(seed)
     draws = [expit(_logistic_fit(y[idx], x[idx])[0]) for idx in rng.integers(0, len(y), size=(n, len(y)))]
