@@ -250,7 +250,9 @@ BROKER_DIR = DATA_DIR / "broker"
 if CELERY_BROKER_URL.startswith("filesystem://"):
     for sub in ("queue", "processed", "control"):
         (BROKER_DIR / sub).mkdir(parents=True, exist_ok=True)
-    # Measured in shared/notes/embedded-broker.md: the fastest serverless transport that works.
+    # Measured in shared/notes/embedded-broker.md: the fastest serverless transport that works;
+    # config/broker.py makes each message visible only once it is whole (kombu's is not).
+    CELERY_BROKER_TRANSPORT = "config.broker:Transport"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(BROKER_DIR / "queue"),
         "data_folder_out": str(BROKER_DIR / "queue"),
