@@ -41,8 +41,10 @@ def test_a_reader_never_sees_a_message_before_it_is_whole(tmp_path):
 
     def read():
         import queue as q
+        import time
 
-        while len(received) < len(payloads):
+        deadline = time.monotonic() + 60
+        while len(received) < len(payloads) and time.monotonic() < deadline:
             try:
                 received.append(channel._get("jobs")["n"])
             except q.Empty:
@@ -51,7 +53,7 @@ def test_a_reader_never_sees_a_message_before_it_is_whole(tmp_path):
                 errors.append(exc)
                 return
 
-    reader = threading.Thread(target=read)
+    reader = threading.Thread(target=read, daemon=True)
     reader.start()
     writer = _connection(tmp_path).default_channel
     for payload in payloads:
