@@ -37,6 +37,7 @@ A round that fails is recorded with its step and error; --stop-on-failure ends t
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -206,16 +207,36 @@ class Instance:
     annotator_tokens: list[str]
     media: Path
     processes: list = field(default_factory=list)
+    start_worker: object = None  # () -> Popen, when this bench started the worker (processes[-1])
+    worker_restarts: int = 0
+
+    def watch(self) -> None:
+        """Start the worker again if it stopped, as `./prefloop up` does: the job sweep then
+        requeues what it was running (a worker that died on a broker error once left a round
+        queued for good)."""
+        if self.start_worker is None or self.processes[-1].poll() is None:
+            return
+        old = self.processes[-1]
+        print(f"the worker stopped (exit code {old.returncode}); starting it again", file=sys.stderr)
+        _kill_group(old, signal.SIGKILL)  # its beat and pool, or two beats would send every task twice
+        self.processes[-1] = self.start_worker()
+        self.worker_restarts += 1
 
     def stop(self) -> None:
         for process in self.processes:
             if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
+                _kill_group(process, signal.SIGTERM)
         for process in self.processes:
             try:
                 process.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                process.kill()
+                _kill_group(process, signal.SIGKILL)
+
+
+def _kill_group(process, sig) -> None:
+    """Every process started with `process` (it leads its own session: start_new_session)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, sig)
 
 
 def free_port() -> int:
@@ -244,13 +265,17 @@ def start_instance(directory: Path, pool: list[dict], args) -> Instance:
     log = open(directory / "processes.log", "a")  # noqa: SIM115 -- the servers write to it until stopped
     bin_dir = Path(python).parent
     web = subprocess.Popen([str(bin_dir / "gunicorn"), "config.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "2",
-                            "--threads", "4", "--log-level", "warning"], env=env, cwd=REPO, stdout=log, stderr=log)
-    worker = subprocess.Popen([str(bin_dir / "celery"), "-A", "config", "worker", "-B", "-Q", "default,cpu,gpu",
-                               "--concurrency", "1", "--schedule", str(directory / "celerybeat-schedule"),
-                               "--loglevel", "INFO", "--logfile", str(directory / "worker.log")],
-                              env=env, cwd=REPO, stdout=log, stderr=log)
+                            "--threads", "4", "--log-level", "warning"], env=env, cwd=REPO, stdout=log, stderr=log,
+                           start_new_session=True)
+
+    def start_worker():
+        return subprocess.Popen([str(bin_dir / "celery"), "-A", "config", "worker", "-B", "-Q", "default,cpu,gpu",
+                                 "--concurrency", "1", "--schedule", str(directory / "celerybeat-schedule"),
+                                 "--loglevel", "INFO", "--logfile", str(directory / "worker.log")],
+                                env=env, cwd=REPO, stdout=log, stderr=log, start_new_session=True)
+
     instance = Instance(f"http://127.0.0.1:{port}", made["slug"], made["token"], made["annotators"],
-                        directory / "media", [web, worker])
+                        directory / "media", [web, start_worker()], start_worker)
     import httpx
 
     for _ in range(120):
@@ -286,6 +311,7 @@ def launch_round(instance: Instance, config: dict) -> dict:
     job = response.json()
     while job["status"] in ("queued", "running"):
         time.sleep(3)
+        instance.watch()
         job = httpx.get(f"{instance.url}/api/v1/jobs/{job['id']}/", headers=auth(instance.token), timeout=60).json()
     return job
 
@@ -509,6 +535,7 @@ def run(args) -> None:
                 comparisons_added=result.get("comparisons_added"), round_warnings=result.get("round_warnings", []))
             seconds["evaluation"] = round(time.perf_counter() - tick, 1)
             record["seconds"] = seconds
+            record["worker_restarts"] = instance.worker_restarts  # so far in this run
             print(json.dumps(record), flush=True)
             with open(results_path, "a") as handle:
                 handle.write(json.dumps(record) + "\n")

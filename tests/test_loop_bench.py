@@ -75,3 +75,47 @@ def test_a_tiny_round_driven_by_simulated_annotators(celery_worker_process, proj
     (low, high), (lc_low, lc_high) = rate["ci"], rate["lc_ci"]
     assert len(new) == len(old) == 3 and 0 <= low <= rate["win"] <= high <= 1
     assert 0 <= lc_low <= rate["lc"] <= lc_high <= 1
+
+
+@pytest.mark.faults
+def test_the_bench_starts_its_dead_worker_again_with_nothing_of_the_old_one_left(tmp_path):
+    """A bench instance's worker that dies (as one did on a half-written broker message, leaving
+    a round queued for good) is started again while the bench waits on a round; the old worker's
+    own children (its beat) are stopped with it."""
+    import os
+    import subprocess
+    import time
+
+    pids = tmp_path / "pids"
+
+    def start_worker():  # a stand-in worker with a child, as Celery's is with its beat
+        return subprocess.Popen(["bash", "-c", f"sleep 600 & echo $! >> {pids}; wait"], start_new_session=True)
+
+    instance = rounds.Instance("http://unused", "slug", "token", [], tmp_path, [start_worker()], start_worker)
+    first = instance.processes[-1]
+    instance.watch()
+    assert instance.processes[-1] is first and instance.worker_restarts == 0  # alive: left alone
+    deadline = time.monotonic() + 30
+    while not pids.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    child = int(pids.read_text().split()[0])
+    first.kill()  # the worker dies; its child lives on
+    first.wait()
+    instance.watch()
+    try:
+        second = instance.processes[-1]
+        assert second is not first and second.poll() is None and instance.worker_restarts == 1
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                os.kill(child, 0)
+                if Path(f"/proc/{child}/stat").read_text().split()[2] == "Z":
+                    break
+            except (ProcessLookupError, FileNotFoundError):
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError("the dead worker's child was left running")
+    finally:
+        instance.stop()
+    assert second.poll() is not None
