@@ -3,6 +3,7 @@ them), and the parent policy it continues (`training.kinds.common.choose_policy`
 
 import io
 import json
+from pathlib import Path
 
 import pytest
 
@@ -107,3 +108,90 @@ def test_a_generate_job_of_smollm2_continues_a_smollm2_policy(project, tmp_path,
     assert job.result["policy"] == ours.pk
     log = jobs.log_path(job).read_text()
     assert "round 1: dpo-smollm2 answers 1 prompts (dpo-smollm2: newest trained policy of smollm2" in log, log
+
+
+def _capture_dpo_data(monkeypatch):
+    """The rows a DPO job hands to training (training itself is tested in test_policy.py)."""
+    from training.kinds import dpo
+
+    taken = {}
+
+    def stop_before_training(path, output, config, reporter=None):
+        taken["rows"] = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+        taken["path"] = path
+        raise RuntimeError("stop")
+
+    monkeypatch.setattr(dpo, "train_dpo", stop_before_training)
+    return taken
+
+
+def _run_dpo(project, values: dict):
+    from training.kinds import dpo
+
+    config = jobs.parse_config("dpo", values)
+    dpo.check(project, config)
+    job = Job.objects.create(project=project, kind="dpo", config=config.to_dict())
+    with pytest.raises(RuntimeError, match="stop"):
+        dpo.execute(job, config, jobs.JobReporter(job))
+    return job
+
+
+def test_a_dpo_job_trains_on_the_pairs_its_config_names(project, users, monkeypatch, settings, tmp_path):
+    """train_on: every judged pair; only the newest round's (the policy's own answers); or every
+    pair with its winner decided by the reward model instead of the votes, kept with the job."""
+    from bench.rounds import hh_pairs
+    from rewards.scoring import RewardModel
+
+    from .conftest import HH_DEV, shared_file
+    from .tiny_models import tiny_reward_model
+
+    real = hh_pairs(shared_file(HH_DEV))[:12]
+    import_rows(project, [{"prompt": p["prompt"], "response_a": p["chosen"], "response_b": p["rejected"],
+                           "preference": "a"} for p in real])
+    comparisons = list(Comparison.objects.filter(project=project).order_by("id"))
+    assert Judgment.objects.filter(project=project).count() == 12
+    Comparison.objects.filter(pk__in=[c.pk for c in comparisons[4:8]]).update(round=1, origin="round")
+    Comparison.objects.filter(pk__in=[c.pk for c in comparisons[8:]]).update(round=2, origin="round")
+    taken = _capture_dpo_data(monkeypatch)
+
+    _run_dpo(project, {"min_pairs": 2})
+    assert len(taken["rows"]) == 12
+    job = _run_dpo(project, {"min_pairs": 2, "train_on": "latest_round"})
+    newest = {c.candidate_a.text for c in comparisons[8:]}
+    assert len(taken["rows"]) == 4 and {r["chosen"][0]["content"] for r in taken["rows"]} == newest
+    assert "round 2 only" in jobs.log_path(job).read_text()
+
+    with pytest.raises(jobs.LaunchRefused, match="reward-model"):  # nothing to relabel with yet
+        _run_dpo(project, {"train_on": "relabelled"})
+    directory = tiny_reward_model(Path(settings.MEDIA_ROOT) / "checkpoints" / "rm-tiny")
+    reward = Checkpoint.objects.create(project=project, kind="reward_model", name="rm-tiny", base_model="tiny-bert",
+                                       path="checkpoints/rm-tiny")
+    job = _run_dpo(project, {"min_pairs": 2, "train_on": "relabelled"})
+    rows = taken["rows"]
+    assert len(rows) == 12 and taken["path"].is_relative_to(jobs.job_dir(job))  # kept with the job
+    model = RewardModel(directory)
+    chosen = model.score([r["prompt"] for r in rows], [r["chosen"] for r in rows]).mean
+    rejected = model.score([r["prompt"] for r in rows], [r["rejected"] for r in rows]).mean
+    assert all(c >= r for c, r in zip(chosen, rejected, strict=True))  # the reward model's order, every pair
+    swapped = sum(r["chosen"][0]["content"] not in {p["chosen"] for p in real} for r in rows)
+    assert 0 < swapped < 12  # it overruled the votes on some pairs, not all
+    assert f"reversed {swapped} of 12" in jobs.log_path(job).read_text() and reward.name in jobs.log_path(job).read_text()
+
+
+def test_a_dpo_round_relabels_with_the_reward_model_it_just_trained(project):
+    """A round whose DPO step relabels is not refused for want of a reward model (its first step
+    makes one), and the DPO step is handed that one."""
+    from bench.rounds import hh_pairs
+    from training.kinds import round as round_kind
+
+    from .conftest import HH_DEV, shared_file
+
+    config = round_kind.RoundConfig.from_dict({"method": "dpo", "dpo": {"train_on": "relabelled", "min_pairs": 2}})
+    import_rows(project, [{"prompt": p["prompt"], "response_a": p["chosen"], "response_b": p["rejected"],
+                           "preference": "a"} for p in hh_pairs(shared_file(HH_DEV))[:20]])
+    round_kind.check(project, config)  # no reward model yet: the round trains one first
+    pipeline = Job.objects.create(project=project, kind="round", config=config.to_dict())
+    step = Job.objects.create(project=project, kind="reward_model", parent=pipeline, status="succeeded")
+    reward = Checkpoint.objects.create(project=project, kind="reward_model", name="rm", job=step, path="checkpoints/rm")
+    values = round_kind._step_config(pipeline, config, "dpo", [step])
+    assert values["train_on"] == "relabelled" and values["reward_model"] == reward.pk

@@ -6,7 +6,7 @@ cancelled; cancelling the pipeline cancels its current step."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from django.db import transaction
 from django.db.models import Max
@@ -75,7 +75,10 @@ def check(project: Project, config: RoundConfig) -> None:
     if config.train_reward_model:
         reward_model.check(project, reward_model.SPEC.config.from_dict(config.reward_model))
     if config.method == "dpo":
-        dpo.check(project, dpo.SPEC.config.from_dict(config.dpo))
+        values = dpo.SPEC.config.from_dict(config.dpo)
+        if config.train_reward_model and values.train_on == "relabelled":
+            values = replace(values, train_on="all")  # the round's first step makes the reward model it needs
+        dpo.check(project, values)
     elif not config.train_reward_model:  # the step uses the newest reward model: it must exist
         spec = STEP_KINDS[config.method]
         spec.check(project, spec.config.from_dict(getattr(config, config.method)))
@@ -140,7 +143,10 @@ def _step_config(pipeline: Job, config: RoundConfig, kind: str, steps: list[Job]
     if kind == Job.Kind.REWARD_MODEL:
         return dict(config.reward_model)
     if kind == Job.Kind.DPO:
-        return dict(config.dpo)
+        values = dict(config.dpo)
+        if values.get("train_on") == "relabelled" and Job.Kind.REWARD_MODEL in by_kind:
+            values.setdefault("reward_model", _checkpoint_of(by_kind[Job.Kind.REWARD_MODEL]))
+        return values
     if kind in USES_REWARD_MODEL:
         values = dict(getattr(config, kind))
         if Job.Kind.REWARD_MODEL in by_kind:
