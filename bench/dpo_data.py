@@ -82,9 +82,12 @@ def head_labels(pairs: list[tuple], labels: list[bool]) -> tuple[list[bool], flo
 
 def sample_pairs(prompts: list[tuple[int, object]], out: Path, tokens: int, seed: int) -> list[tuple]:
     """Two answers of the base policy to each prompt, as a round's generate step makes them."""
+    import hashlib
+
     from training.runners.generate import GenerateConfig, generate_answers
 
-    path = out / "new-answers.jsonl"
+    key = hashlib.sha256(json.dumps([prompts, tokens, seed]).encode()).hexdigest()[:12]
+    path = out / f"new-answers-{key}.jsonl"  # cached for these prompts and settings only
     if not path.exists():
         config = GenerateConfig(samples=2, max_new_tokens=tokens, temperature=0.7, batch_size=8,
                                 backend="transformers", seed=seed)
@@ -162,7 +165,8 @@ def main() -> None:
     base = judge.answers_of(0, "smollm2")
     results = {"settings": vars(args), "old_pairs": len(old), "new_pairs": len(new),
                "gold_agreement": gold_agreement, "variants": {}}
-    for index, name in enumerate(variants, start=1):
+    for name in variants:
+        index = VARIANTS.index(name) + 1  # its answers' file and sampling seed, whatever --variants lists
         tick = time.perf_counter()
         snapshot = out / f"{name}.jsonl"
         snapshot.write_text("".join(json.dumps(r) + "\n" for r in datasets[name]))

@@ -217,6 +217,9 @@ class Instance:
         if self.start_worker is None or self.processes[-1].poll() is None:
             return
         old = self.processes[-1]
+        if self.worker_restarts >= 5:
+            raise RuntimeError(f"the worker stopped again (exit code {old.returncode}) after {self.worker_restarts} "
+                               "restarts; see worker.log in the instance directory")
         print(f"the worker stopped (exit code {old.returncode}); starting it again", file=sys.stderr)
         _kill_group(old, signal.SIGKILL)  # its beat and pool, or two beats would send every task twice
         self.processes[-1] = self.start_worker()
@@ -225,12 +228,15 @@ class Instance:
     def stop(self) -> None:
         for process in self.processes:
             if process.poll() is None:
-                _kill_group(process, signal.SIGTERM)
+                process.send_signal(signal.SIGTERM)  # the leader: Celery's lets a running task end
         for process in self.processes:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
+        for process in self.processes:  # whatever is left of each group (started by this bench: its own)
+            if self.start_worker is not None:
                 _kill_group(process, signal.SIGKILL)
+            elif process.poll() is None:
+                process.kill()
 
 
 def _kill_group(process, sig) -> None:

@@ -55,9 +55,13 @@ def _wait(what: str, check, timeout: float, log: Path):
     raise AssertionError(f"{what} within {timeout} s; ./prefloop up said:\n{log.read_text()[-3000:]}")
 
 
-def _ready_count(data_dir: Path) -> int:
+def _log_count(data_dir: Path, text: str) -> int:
     path = data_dir / "worker.log"
-    return path.read_text(errors="replace").count(" ready.") if path.exists() else 0
+    return path.read_text(errors="replace").count(text) if path.exists() else 0
+
+
+def _ready_count(data_dir: Path) -> int:
+    return _log_count(data_dir, " ready.")
 
 
 def test_prefloop_up_starts_a_dead_worker_again_and_stops_cleanly(tmp_path):
@@ -79,10 +83,11 @@ def test_prefloop_up_starts_a_dead_worker_again_and_stops_cleanly(tmp_path):
 
         _wait("the web server answered", healthy, 300, log)
         first = _wait("the worker was ready", lambda: _ready_count(data_dir) >= 1 and _worker_leader(data_dir), 180, log)
-        assert len([p for p, g in _processes_of(data_dir).items() if g == first]) >= 2, "the worker runs its beat"
+        _wait("the worker's beat started", lambda: _log_count(data_dir, "beat: Starting") >= 1, 60, log)
 
         os.kill(first, signal.SIGKILL)  # as an unrecoverable error or the OOM killer would stop it
         second = _wait("a new worker was ready", lambda: _ready_count(data_dir) >= 2 and _worker_leader(data_dir), 180, log)
+        _wait("its beat started", lambda: _log_count(data_dir, "beat: Starting") >= 2, 60, log)
         assert second != first
         assert "the worker stopped; starting it again" in log.read_text()
         # Nothing of the old worker is left: a leftover beat would send every periodic task twice.

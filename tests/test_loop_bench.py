@@ -96,7 +96,7 @@ def test_the_bench_starts_its_dead_worker_again_with_nothing_of_the_old_one_left
     instance.watch()
     assert instance.processes[-1] is first and instance.worker_restarts == 0  # alive: left alone
     deadline = time.monotonic() + 30
-    while not pids.exists() and time.monotonic() < deadline:
+    while not (pids.exists() and pids.read_text().strip()) and time.monotonic() < deadline:
         time.sleep(0.1)
     child = int(pids.read_text().split()[0])
     first.kill()  # the worker dies; its child lives on

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 
 from django.db.models import Max
 
-from annotate.models import Comparison, Project
+from annotate.models import Comparison, Judgment, Project
 
 from ..jobs import job_dir, scratch_dir
 from ..models import Checkpoint, Job
@@ -37,7 +37,7 @@ class DPOJobConfig(DPOConfig):
     train_on: str = field(default="all", metadata={"help": "which judged pairs it trains on", "choices": {
         "all": "every judged comparison of the project",
         "latest_round": "the newest round's comparisons only (a policy's answers against its parent's)",
-        "relabelled": "every judged comparison, its winner decided by the reward model (`reward_model`)"}})
+        "relabelled": "every judged comparison but ties, its winner decided by the reward model (`reward_model`)"}})
     reward_model: int = field(default=0, metadata={
         "help": "reward-model checkpoint that relabels, with train_on=relabelled (0: the newest)"})
 
@@ -51,9 +51,14 @@ class DPOJobConfig(DPOConfig):
 TRAIN_ON = ("all", "latest_round", "relabelled")
 
 
-def latest_round(project: Project) -> int:
-    """The newest round that put comparisons in the queue (0: none yet)."""
-    return Comparison.objects.filter(project=project, round__gt=0).aggregate(top=Max("round"))["top"] or 0
+def latest_round(project: Project) -> tuple[int, int]:
+    """The newest round with judged comparisons (0: none yet), and how many of its comparisons are
+    judged. A round whose answers are still in the queue, unjudged, has nothing to train on yet."""
+    judged = Judgment.objects.filter(project=project, comparison__round__gt=0).exclude(
+        comparison__status=Comparison.Status.RETIRED)
+    top = judged.aggregate(top=Max("comparison__round"))["top"] or 0
+    count = judged.filter(comparison__round=top).values("comparison_id").distinct().count() if top else 0
+    return top, count
 
 
 def relabel(rows: list[dict], reward: Checkpoint) -> tuple[list[dict], int]:
@@ -77,11 +82,14 @@ def relabel(rows: list[dict], reward: Checkpoint) -> tuple[list[dict], int]:
 
 def check(project: Project, config: DPOJobConfig) -> None:
     policy_for(project, config.parent, config.base_model)
-    if config.train_on == "relabelled":
+    if config.train_on == "relabelled" or config.reward_model:
         reward_checkpoint(project, config.reward_model, "reward_model")
-    judged = judged_comparisons(project)
+    newest, judged = latest_round(project) if config.train_on == "latest_round" else (0, 0)
+    subject = f"Round {newest} (train_on=latest_round) has" if newest else "The project has"
+    if not newest:  # no round judged yet: latest_round trains on all pairs, as its job says
+        judged = judged_comparisons(project)
     if judged < config.min_pairs + 1:
-        raise LaunchRefused(f"The project has {judged} judged comparisons; DPO with min_pairs={config.min_pairs} "
+        raise LaunchRefused(f"{subject} {judged} judged comparisons; DPO with min_pairs={config.min_pairs} "
                             "needs more. Collect judgments first, or lower min_pairs.", "min_pairs")
 
 
@@ -94,7 +102,7 @@ def execute(job: Job, config: DPOJobConfig, reporter: Reporter) -> Outcome:
                "settled_only": config.settled_only}
     extra, which = {"train_on": config.train_on}, ""
     if config.train_on == "latest_round":
-        newest = latest_round(job.project)
+        newest, _ = latest_round(job.project)
         if newest:
             options["round"] = extra["round"] = newest
             which = f", round {newest} only"
@@ -111,7 +119,9 @@ def execute(job: Job, config: DPOJobConfig, reporter: Reporter) -> Outcome:
         data = job_dir(job) / "relabelled.jsonl"  # kept with the job: what the policy was trained on
         data.parent.mkdir(parents=True, exist_ok=True)
         data.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
-        extra.update(reward_model=reward.pk, relabelled_pairs=len(rows), swapped_pairs=swapped)
+        # The held-out figures below then measure agreement with the reward model, not with the votes.
+        extra.update(reward_model=reward.pk, relabelled_pairs=len(rows), swapped_pairs=swapped,
+                     heldout_labels="reward_model")
         reporter.log(f"{reward.name} reversed {swapped} of {len(rows)} pairs' winners")
     result = train_dpo(data, scratch_dir(job), replace(config, base_model=parent.model_name), reporter=reporter)
     return Outcome(metrics={**result.metrics, **extra, "snapshot": snapshot.sha256, "parent": parent.pk},

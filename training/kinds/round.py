@@ -76,7 +76,7 @@ def check(project: Project, config: RoundConfig) -> None:
         reward_model.check(project, reward_model.SPEC.config.from_dict(config.reward_model))
     if config.method == "dpo":
         values = dpo.SPEC.config.from_dict(config.dpo)
-        if config.train_reward_model and values.train_on == "relabelled":
+        if config.train_reward_model and values.train_on == "relabelled" and not values.reward_model:
             values = replace(values, train_on="all")  # the round's first step makes the reward model it needs
         dpo.check(project, values)
     elif not config.train_reward_model:  # the step uses the newest reward model: it must exist
