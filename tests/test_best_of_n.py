@@ -124,3 +124,17 @@ def test_the_next_round_button_offers_every_method_with_the_measured_default_fir
     values = [part.split('"')[1] for part in menu.split("<option value=")[1:]]
     assert values == ["expert_iteration", "dpo", "grpo", "best_of_n"]
     assert '<option value="expert_iteration" selected>' in menu and "(default)" in menu
+
+
+def test_a_reward_model_above_random_by_luck_alone_is_not_trusted_silently():
+    """0.514 on 35 held-out pairs (a round of the loop bench trusted one) is above random and
+    above longer-wins, and still cannot be told from a coin; 0.75 on 200 pairs can."""
+    from training.summaries import reward_model_warnings
+
+    def warned(accuracy, n):
+        return reward_model_warnings({"eval": {"accuracy": accuracy, "n": n,
+                                               "baselines": {"random": 0.5, "longer_wins": 0.43}}})
+
+    (warning,) = warned(0.5143, 35)
+    assert warning.startswith("Not credibly better than random") and "35 pairs" in warning
+    assert warned(0.75, 200) == []

@@ -51,6 +51,14 @@ def reward_model_warnings(metrics: dict) -> list[str]:
     elif longer is not None and accuracy < longer:
         out.append(f"Worse than “the longer response wins”: held-out accuracy {_f(accuracy)} against "
                    f"{_f(longer)}. It may have learned little beyond length.")
+    elif evaluation.get("n"):
+        from .stats import wilson
+
+        low, high = wilson(accuracy * evaluation["n"], int(evaluation["n"]))
+        if low <= random:  # a round trusted one at 0.514 on 35 pairs (docs/benchmarks.md, "Does a round learn?")
+            out.append(f"Not credibly better than random: held-out accuracy {_f(accuracy)} on {evaluation['n']} "
+                       f"pairs, 95% interval {_f(low)}–{_f(high)}. What it prefers may be noise; judge more "
+                       "pairs before trusting it.")
     return out
 
 
