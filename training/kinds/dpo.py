@@ -107,7 +107,7 @@ def execute(job: Job, config: DPOJobConfig, reporter: Reporter) -> Outcome:
             options["round"] = extra["round"] = newest
             which = f", round {newest} only"
         else:
-            reporter.log("no round has put comparisons in the queue yet: training on all judged pairs")
+            reporter.log("no round's comparisons are judged yet: training on all judged pairs")
     snapshot = make_snapshot(job.project, "trl-preference", **options)
     reporter.log(f"snapshot {snapshot.sha256} ({snapshot.rows} pairs{which}); starting from {parent.name} "
                  f"({choice.reason})")
@@ -128,6 +128,7 @@ def execute(job: Job, config: DPOJobConfig, reporter: Reporter) -> Outcome:
                    checkpoint_dir=result.output_dir, checkpoint={
                        "kind": Checkpoint.Kind.POLICY, "name": f"dpo-{job.project.slug}-job{job.pk}",
                        "base_model": parent.base_model, "parent_id": parent.pk, "config": config.to_dict(),
+                       **({"reward_model_id": extra["reward_model"]} if "reward_model" in extra else {}),
                        "snapshot_ids": [snapshot.pk]})
 
 
