@@ -46,12 +46,16 @@ def dpo_row(prompt, chosen: str, rejected: str) -> dict:
             "rejected": [{"role": "assistant", "content": rejected}]}
 
 
-def noisy_labels(gold, pairs: list[tuple], noise: float, rng: random.Random) -> list[bool]:
-    """Per (prompt, a, b): whether a simulated annotator prefers a (the gold judge, flipped with
-    probability `noise`)."""
+def gold_prefers_a(gold, pairs: list[tuple]) -> list[bool]:
+    """Per (prompt, a, b): whether the gold judge prefers a."""
     a = gold.score([p for p, _, _ in pairs], [x for _, x, _ in pairs]).mean
     b = gold.score([p for p, _, _ in pairs], [y for _, _, y in pairs]).mean
-    return [bool(ra > rb) != (rng.random() < noise) for ra, rb in zip(a, b, strict=True)]
+    return [bool(ra > rb) for ra, rb in zip(a, b, strict=True)]
+
+
+def flipped(truth: list[bool], noise: float, rng: random.Random) -> list[bool]:
+    """A simulated annotator's labels: the gold judge's, each flipped with probability `noise`."""
+    return [t != (rng.random() < noise) for t in truth]
 
 
 def head_labels(pairs: list[tuple], labels: list[bool]) -> tuple[list[bool], float]:
@@ -121,7 +125,7 @@ def main() -> None:
     import django
 
     django.setup()
-    from bench.rounds import Judge, load_data, prompt_text, single_turn
+    from bench.rounds import Judge, load_data, short_prompts
     from rewards.scoring import RewardModel
     from training.runners.dpo import DPOConfig, train_dpo
 
@@ -138,17 +142,13 @@ def main() -> None:
     started = time.perf_counter()
 
     old = [(p["prompt"], p["chosen"], p["rejected"]) for p in data.pool[:args.old]]
-    seen, new_prompts = set(), []
-    for pair in data.pool[args.old:] + data.pool[:args.old]:
-        text = prompt_text(pair["prompt"])
-        if single_turn(pair["prompt"]) and len(text) <= 300 and text not in seen:
-            seen.add(text)
-            new_prompts.append((len(new_prompts) + 1, pair["prompt"]))
+    new_prompts = short_prompts([data.pool[args.old:] + data.pool[:args.old]])
     new = sample_pairs(new_prompts[:args.new], out, args.tokens, args.seed)
-    old_labels, new_labels = noisy_labels(gold, old, args.noise, rng), noisy_labels(gold, new, args.noise, rng)
-    every, every_labels = old + new, old_labels + new_labels
+    every = old + new
+    truth = gold_prefers_a(gold, every)  # scored once; the annotators' labels are these, flipped
+    every_labels = flipped(truth, args.noise, rng)
+    old_labels, new_labels = every_labels[:len(old)], every_labels[len(old):]
     head, with_annotators = head_labels(every, every_labels)
-    truth = noisy_labels(gold, every, 0.0, rng)
     gold_agreement = {"annotators": round(sum(a == b for a, b in zip(every_labels, truth, strict=True)) / len(every), 3),
                       "reward_model": round(sum(a == b for a, b in zip(head, truth, strict=True)) / len(every), 3),
                       "reward_model_with_annotators": round(with_annotators, 3)}
@@ -196,11 +196,14 @@ def main() -> None:
         print(f"| {name} | {r['pairs']} | {r['win_vs_base']:.1%} ({r['ci'][0]:.1%}–{r['ci'][1]:.1%}) | "
               f"{r['lc']:.1%} ({r['lc_ci'][0]:.1%}–{r['lc_ci'][1]:.1%}) | {r['mean_answer_tokens']} | "
               f"{r['mean_gold_reward']} |")
+    def gain(r):
+        return r["mean_gold_reward"] - results["base"]["mean_gold_reward"]
+
     baseline = results["variants"].get("all")
     if baseline:
         for name, r in results["variants"].items():
-            print(f"{name}: gold reward gain over the base {r['mean_gold_reward'] - results['base']['mean_gold_reward']:+.3f} "
-                  f"(ratio to `all`: {(r['mean_gold_reward'] - results['base']['mean_gold_reward']) / ((baseline['mean_gold_reward'] - results['base']['mean_gold_reward']) or float('nan')):.2f})")
+            print(f"{name}: gold reward gain over the base {gain(r):+.3f} "
+                  f"(ratio to `all`: {gain(r) / (gain(baseline) or float('nan')):.2f})")
 
 
 if __name__ == "__main__":

@@ -156,14 +156,20 @@ def load_data(args) -> Data:
         sys.exit("The pool and the evaluation split need labelled pairs; give --pool FILE and --eval FILE.")
     # Held-out prompts: short single-turn ones of the evaluation part, then of the gold part: no
     # policy ever trains on either (the gold judge has seen responses to the second kind, not these).
-    seen, heldout = set(), []
-    for part in (eval_pairs, gold_train):
-        for pair in sorted(part, key=lambda p: prompt_share(p["prompt"])):
+    heldout = short_prompts(sorted(part, key=lambda p: prompt_share(p["prompt"])) for part in (eval_pairs, gold_train))
+    return Data(gold_train, pool, eval_pairs[:args.eval_pairs], heldout[:args.heldout_prompts])
+
+
+def short_prompts(parts) -> list[tuple[int, object]]:
+    """(id, prompt) for each distinct short single-turn prompt of the pairs of `parts`, in order."""
+    seen, out = set(), []
+    for part in parts:
+        for pair in part:
             text = prompt_text(pair["prompt"])
             if single_turn(pair["prompt"]) and len(text) <= 300 and text not in seen:
                 seen.add(text)
-                heldout.append((len(heldout) + 1, pair["prompt"]))
-    return Data(gold_train, pool, eval_pairs[:args.eval_pairs], heldout[:args.heldout_prompts])
+                out.append((len(out) + 1, pair["prompt"]))
+    return out
 
 
 # --- the gold judge ---------------------------------------------------------------------------------

@@ -5,7 +5,6 @@ started again with nothing of the old one left behind, and Ctrl+C still stops ev
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,15 +13,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.rounds import free_port
+
 REPO = Path(__file__).resolve().parent.parent
 
 pytestmark = [pytest.mark.worker, pytest.mark.faults]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _processes_of(data_dir: Path) -> dict[int, int]:
@@ -66,7 +61,7 @@ def _ready_count(data_dir: Path) -> int:
 
 def test_prefloop_up_starts_a_dead_worker_again_and_stops_cleanly(tmp_path):
     data_dir = tmp_path / "data"
-    port = _free_port()
+    port = free_port()
     env = {key: value for key, value in os.environ.items()
            if key not in ("DATABASE_URL", "CELERY_BROKER_URL", "DATABASE_CONN_MAX_AGE")}  # the embedded defaults
     env.update(PREFLOOP_DATA_DIR=str(data_dir), PREFLOOP_PORT=str(port), PREFLOOP_VENV=str(Path(sys.executable).parent.parent))
