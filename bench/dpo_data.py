@@ -1,6 +1,9 @@
 """What should a DPO round train on? (issue 11, section 4) Measured by the loop bench's gold judge.
 
-    ./prefloop bench dpo_data --gold var/bench/loop-X/gold-KEY --out var/bench/dpo-data
+    ./prefloop bench dpo_data [--gold var/bench/loop-X/gold-KEY] --out var/bench/dpo-data
+
+Without --gold it trains the loop bench's default gold judge first (half of HH, 300 steps; about
+30 min on this machine, cached in DIR by its data and settings).
 
 A round that uses DPO has, when it starts, the project's earlier pairs and the pairs of its own
 round. Four choices of training data, each trained from the same base policy with the same steps:
@@ -107,7 +110,9 @@ def sample_pairs(prompts: list[tuple[int, object]], out: Path, tokens: int, seed
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--gold", required=True, help="the gold judge's checkpoint directory (the loop bench's)")
+    parser.add_argument("--gold", help="the gold judge's checkpoint directory (the loop bench's); without it the "
+                                       "loop bench's default gold judge is trained (cached in --out)")
+    parser.add_argument("--gold-steps", type=int, default=300)
     parser.add_argument("--out", default="var/bench/dpo-data")
     parser.add_argument("--old", type=int, default=200, help="earlier (pool) pairs")
     parser.add_argument("--new", type=int, default=100, help="prompts the base policy answers twice")
@@ -125,7 +130,7 @@ def main() -> None:
     import django
 
     django.setup()
-    from bench.rounds import Judge, load_data, short_prompts
+    from bench.rounds import Judge, load_data, short_prompts, train_gold
     from rewards.scoring import RewardModel
     from training.runners.dpo import DPOConfig, train_dpo
 
@@ -137,7 +142,8 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     data = load_data(Namespace(pool=None, eval=None, gold_train=None, eval_pairs=200,
                                heldout_prompts=args.heldout_prompts))
-    gold = RewardModel(Path(args.gold))
+    gold_dir = Path(args.gold) if args.gold else train_gold(data.gold_train, out, args.gold_steps)
+    gold = RewardModel(gold_dir)
     rng = random.Random(args.seed)
     started = time.perf_counter()
 
@@ -161,7 +167,7 @@ def main() -> None:
 
     datasets = {"old": rows(old, old_labels), "new": rows(new, new_labels), "all": rows(every, every_labels),
                 "relabelled": rows(every, head)}
-    judge = Judge(Path(args.gold), data.heldout, out, args.tokens, args.seed)
+    judge = Judge(gold_dir, data.heldout, out, args.tokens, args.seed)
     base = judge.answers_of(0, "smollm2")
     results = {"settings": vars(args), "old_pairs": len(old), "new_pairs": len(new),
                "gold_agreement": gold_agreement, "variants": {}}
