@@ -351,7 +351,9 @@ def retry(job: Job) -> Job:
             raise LaunchRefused(f"Only a failed or cancelled job can be retried; this one is {job.status}.")
         JobMetric.objects.filter(job=job).delete()
         transaction.on_commit(lambda: start_pipeline(job.pk) if pipeline else send(job))
-    job.refresh_from_db()
+        # Read back before the commit sends it: the caller gets the state its retry made (queued, or
+        # running for a pipeline), not whatever a fast worker has made of it since.
+        job.refresh_from_db()
     return job
 
 
