@@ -484,6 +484,9 @@ def run(args) -> None:
         instance = Instance(args.url.rstrip("/"), args.slug, args.token, tokens, Path(args.media))
     else:
         instance = start_instance(out / "instance", data.pool, args)
+        # SIGTERM would end Python without the `finally` below, and the instance's web server and worker
+        # (process groups of their own) would outlive the bench: make it an exit that stops them.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     print(f"instance: {instance.url}, project {instance.slug}, {len(instance.annotator_tokens)} simulated annotators",
           flush=True)
 
