@@ -2,8 +2,8 @@
 
     ./prefloop bench dpo_data [--gold var/bench/loop-X/gold-KEY] --out var/bench/dpo-data
 
-Without --gold it trains the loop bench's default gold judge first (half of HH, 300 steps; about
-30 min on this machine, cached in DIR by its data and settings).
+Without --gold it trains the loop bench's default gold judge first (half of HH, 300 steps; 9 min
+on a quiet 2-core machine, up to 28 when shared; cached in DIR by its data and settings).
 
 A round that uses DPO has, when it starts, the project's earlier pairs and the pairs of its own
 round. Four choices of training data, each trained from the same base policy with the same steps:

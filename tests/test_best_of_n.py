@@ -122,8 +122,8 @@ def test_the_next_round_button_offers_every_method_with_the_measured_default_fir
     page = client.get(f"/p/{demo.slug}/").content.decode()
     menu = page[page.find('<select name="method">'):page.find("</select>", page.find('<select name="method">'))]
     values = [part.split('"')[1] for part in menu.split("<option value=")[1:]]
-    assert values == ["dpo", "grpo", "best_of_n", "expert_iteration"]
-    assert '<option value="dpo" selected>' in menu and "(default)" in menu
+    assert values == ["expert_iteration", "dpo", "grpo", "best_of_n"]
+    assert '<option value="expert_iteration" selected>' in menu and "(default)" in menu
 
 
 def test_a_reward_model_above_random_by_luck_alone_is_not_trusted_silently():

@@ -358,7 +358,7 @@ def test_launch_forms_offer_choices_and_the_round_settings_as_fields(made, demo_
     loss = re.search(r'<select id="reward_model-f-loss" name="loss"[^>]*>(.*?)</select>', html, re.S).group(1)
     assert re.findall(r'value="(\w+)"', loss) == ["bt", "bt_margin", "label_smoothing", "tie_aware"]
     assert re.search(r'<select id="round-f-method" name="method"', html)
-    assert 'name="dpo.max_steps" value="48"' in html and 'name="dpo.json"' in html
+    assert 'name="dpo.max_steps" value="8"' in html and 'name="dpo.json"' in html
     assert re.search(r'<select id="dpo-f-loss_type" name="loss_type"', html)
     assert re.search(r'name="rewards" value="pairwise_winrate"', html)
 

@@ -1,5 +1,5 @@
-"""The round kind: the next round as a pipeline of jobs, reward model → new policy (DPO by
-default; expert iteration, best-of-n or GRPO) → generate and enqueue. The pipeline's own row runs no
+"""The round kind: the next round as a pipeline of jobs, reward model → new policy (expert
+iteration by default; best-of-n, DPO or GRPO) → generate and enqueue. The pipeline's own row runs no
 code: each step is a job of its own, launched when the one before succeeds (`advance`, called
 when a step's end is announced, by the sweeper, and on cancel), so each can be watched and
 cancelled; cancelling the pipeline cancels its current step."""
@@ -31,13 +31,11 @@ USES_REWARD_MODEL = ("grpo", "best_of_n", "expert_iteration")
 
 @dataclass
 class RoundConfig(RunConfig):
-    # DPO by measurement (docs/benchmarks.md, "A DPO round through the loop bench"): three DPO rounds
-    # won 69%, 42.5% and 76% over their parents by the gold judge (67%, 41%, 83% at equal length;
-    # round 2 lost, said so, and round 3 built on round 1's policy instead), 86.5% over the base
-    # after three, in 8–10-minute rounds. Expert iteration, the earlier default, won 53–61% in
-    # round 1 and 78.5% over the base after three, but only 57% of that at equal length: it mostly
-    # learned to answer shorter, and its rounds took 21–40 minutes here.
-    method: str = field(default="dpo", metadata={
+    # expert_iteration by measurement (docs/benchmarks.md, "Does a round learn?"): its gains stay in
+    # the weights and compound (gold reward 0.00 → 0.23 → 0.53 → 0.81 over three rounds, 70% over the
+    # base after three); best-of-n's first round won more (64% and 59% in two runs) but later rounds
+    # only swap the reward model, and each of its answers costs n samples.
+    method: str = field(default="expert_iteration", metadata={
         "help": "how the round makes its new policy", "choices": {
         "dpo": "DPO on the judgments", "grpo": "GRPO against the reward model",
         "best_of_n": "best-of-n: sample n, keep the reward model's best (no training)",
@@ -48,10 +46,10 @@ class RoundConfig(RunConfig):
     reward_model: dict = field(default_factory=lambda: {"max_steps": 60, "max_length": 160, "batch_size": 8,
                                                         "learning_rate": 5e-5, "min_pairs": 10,
                                                         "embedding_head": True})
-    # 48 steps: with the old 8 the demo's DPO round learned nothing (held-out margin −0.49); with 48
-    # round 1 won 69% (62.5–75%) over its parent, in a 10-minute round. 48 steps on all judged
-    # pairs also won most in the data bench ("What should a DPO round train on?").
-    dpo: dict = field(default_factory=lambda: {"max_steps": 48, "batch_size": 2, "max_length": 256,
+    # Not 48 steps, though 48 "won" by the gold judge (docs/benchmarks.md, "A DPO round through the
+    # loop bench"): its answers degenerated ("I'm sorry, I'm sorry, I'm sorry", "no no no …", 8-token
+    # phrases by round 3), text a weak gold judge of harmlessness rewards and a person would not.
+    dpo: dict = field(default_factory=lambda: {"max_steps": 8, "batch_size": 2, "max_length": 256,
                                                "learning_rate": 5e-4, "min_pairs": 4})
     grpo: dict = field(default_factory=lambda: {"max_steps": 4, "prompts_per_step": 2, "num_generations": 4,
                                                 "max_completion_length": 48, "eval_prompts": 4,
@@ -191,5 +189,5 @@ def _close(pipeline: Job, status: str, *, error: str = "", result: dict | None =
 
 
 SPEC = register(KindSpec(Job.Kind.ROUND, RoundConfig, "default", check,
-                         "Next round: reward model → new policy (DPO, expert iteration, best-of-n or GRPO) → "
+                         "Next round: reward model → new policy (expert iteration, best-of-n, DPO or GRPO) → "
                          "generate → enqueue", start=start, advance=advance, steps=plan))
