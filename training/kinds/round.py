@@ -46,7 +46,7 @@ class RoundConfig(RunConfig):
     reward_model: dict = field(default_factory=lambda: {"max_steps": 60, "max_length": 160, "batch_size": 8,
                                                         "learning_rate": 5e-5, "min_pairs": 10,
                                                         "embedding_head": True})
-    # Not 48 steps, though 48 "won" by the gold judge (docs/benchmarks.md, "A DPO round through the
+    # Not 48 steps, though 48 "won" by the gold judge (docs/benchmarks.md, "DPO rounds through the
     # loop bench"): its answers degenerated ("I'm sorry, I'm sorry, I'm sorry", "no no no …", 8-token
     # phrases by round 3), text a weak gold judge of harmlessness rewards and a person would not.
     dpo: dict = field(default_factory=lambda: {"max_steps": 8, "batch_size": 2, "max_length": 256,
