@@ -131,6 +131,7 @@ def main() -> None:
 
     django.setup()
     from bench.rounds import Judge, load_data, short_prompts, train_gold
+    from bench.simulate import distinct_2
     from rewards.scoring import RewardModel
     from training.runners.dpo import DPOConfig, train_dpo
 
@@ -185,23 +186,27 @@ def main() -> None:
         results["variants"][name] = {
             "pairs": len(datasets[name]), "win_vs_base": rate["win"], "ci": rate["ci"], "lc": rate["lc"],
             "lc_ci": rate["lc_ci"], "mean_answer_tokens": round(sum(r["tokens"] for r in answers) / len(answers), 1),
+            "distinct_2": distinct_2([r["text"] for r in answers]),
             "mean_gold_reward": round(sum(r["gold"] for r in answers) / len(answers), 4),
             "final_loss": result.metrics.get("final_loss"), "heldout_margin_after": result.metrics.get("heldout_margin_after"),
             "train_seconds": round(trained, 1), "seconds": round(time.perf_counter() - tick, 1)}
         print(json.dumps({name: results["variants"][name]}), flush=True)
         (out / "dpo-data.json").write_text(json.dumps(results, indent=1))
     results["base"] = {"mean_answer_tokens": round(sum(r["tokens"] for r in base) / len(base), 1),
+                       "distinct_2": distinct_2([r["text"] for r in base]),
                        "mean_gold_reward": round(sum(r["gold"] for r in base) / len(base), 4)}
     results["seconds"] = round(time.perf_counter() - started, 1)
     (out / "dpo-data.json").write_text(json.dumps(results, indent=1))
 
-    print(f"\nbase: {results['base']['mean_answer_tokens']} tokens, gold reward {results['base']['mean_gold_reward']}")
-    print("| trains on | pairs | gold win vs base (95% CI) | at equal length (95% CI) | answer tokens | gold reward |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print(f"\nbase: {results['base']['mean_answer_tokens']} tokens, distinct-2 {results['base']['distinct_2']}, "
+          f"gold reward {results['base']['mean_gold_reward']}")
+    print("| trains on | pairs | gold win vs base (95% CI) | at equal length (95% CI) | answer tokens | distinct-2 | "
+          "gold reward |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for name, r in results["variants"].items():
         print(f"| {name} | {r['pairs']} | {r['win_vs_base']:.1%} ({r['ci'][0]:.1%}–{r['ci'][1]:.1%}) | "
               f"{r['lc']:.1%} ({r['lc_ci'][0]:.1%}–{r['lc_ci'][1]:.1%}) | {r['mean_answer_tokens']} | "
-              f"{r['mean_gold_reward']} |")
+              f"{r['distinct_2']} | {r['mean_gold_reward']} |")
     def gain(r):
         return r["mean_gold_reward"] - results["base"]["mean_gold_reward"]
 

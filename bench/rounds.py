@@ -445,7 +445,7 @@ def proxy_accuracy(reward_dir: Path, pairs: list[dict], gold: list[bool] | None 
 
 
 def run(args) -> None:
-    from bench.simulate import NoisyAnnotator, run_annotators
+    from bench.simulate import NoisyAnnotator, distinct_2, run_annotators
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -546,6 +546,8 @@ def run(args) -> None:
                 mean_answer_tokens=round(sum(r["tokens"] for r in new_answers) / len(new_answers), 1),
                 parent_mean_answer_tokens=round(sum(r["tokens"] for r in judge.answers[parent["id"]]) /
                                                 len(new_answers), 1),
+                distinct_2=distinct_2([r["text"] for r in new_answers]),
+                parent_distinct_2=distinct_2([r["text"] for r in judge.answers[parent["id"]]]),
                 mean_gold_reward=round(sum(r["gold"] for r in new_answers) / len(new_answers), 4),
                 comparisons_added=result.get("comparisons_added"), round_warnings=result.get("round_warnings", []))
             seconds["evaluation"] = round(time.perf_counter() - tick, 1)
@@ -568,11 +570,12 @@ def write_table(path: Path, rows: list[dict], args, seconds: float) -> None:
              f"pool labelled by {args.pool_oracle}, "
              f"{args.annotators} simulated annotators; whole run {seconds / 60:.0f} min.", "",
              "| round | labels | proxy acc. (eval) | proxy = gold | gold win vs parent (95% CI) | "
-             "at equal length (95% CI) | gold win vs base (95% CI) | answer tokens (parent) | round min | eval min |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "at equal length (95% CI) | gold win vs base (95% CI) | answer tokens (parent) | distinct-2 (parent) | "
+             "round min | eval min |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if r.get("status") != "succeeded":
-            lines.append(f"| {r['round']} | {r.get('labels')} | failed: {str(r.get('error'))[:80]} | | | | | | | |")
+            lines.append(f"| {r['round']} | {r.get('labels')} | failed: {str(r.get('error'))[:80]} | | | | | | | | |")
             continue
         ci, cib, s = r["gold_win_rate_ci"], r["gold_win_rate_vs_base_ci"], r["seconds"]
         verdict = "" if ci[0] > 0.5 else " (not above 50%)"
@@ -582,7 +585,8 @@ def write_table(path: Path, rows: list[dict], args, seconds: float) -> None:
         lines.append(f"| {r['round']} | {r['labels']} | {r['proxy_accuracy']} | {r.get('proxy_agreement_with_gold')} | "
                      f"{r['gold_win_rate']:.0%} ({ci[0]:.0%}–{ci[1]:.0%}){verdict} | {controlled} | "
                      f"{r['gold_win_rate_vs_base']:.0%} ({cib[0]:.0%}–{cib[1]:.0%}) | "
-                     f"{r['mean_answer_tokens']} ({r['parent_mean_answer_tokens']}) | {s['round'] / 60:.1f} | "
+                     f"{r['mean_answer_tokens']} ({r['parent_mean_answer_tokens']}) | "
+                     f"{r.get('distinct_2', '–')} ({r.get('parent_distinct_2', '–')}) | {s['round'] / 60:.1f} | "
                      f"{s['evaluation'] / 60:.1f} |")
     path.write_text("\n".join(lines) + "\n")
 

@@ -11,7 +11,9 @@ flipped by default, which brought simulated agreement down to the human-human ra
   sides as shown, and posts left / right / tie to `judgments/`, until the queue is empty or
   enough labels are in.
 - `bootstrap_ci`, `win_rate`: percentile-bootstrap intervals for the win rates the loop reports;
-  `length_controlled_win_rate`: the same at equal length (AlpacaEval 2's regression).
+  `length_controlled_win_rate`: the same at equal length (AlpacaEval 2's regression);
+  `distinct_2`: how repetitive answers are, so a policy that games the judge with repeated
+  phrases shows, as length shows a policy that games it with brevity.
 
 Plain Python (httpx, numpy): importable without Django, so a benchmark can drive a server that
 runs elsewhere. Accounts and tokens come from `manage.py simulated_annotators SLUG --count N`.
@@ -22,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -162,6 +165,26 @@ def bootstrap_ci(wins: Sequence[float], n: int = 2000, seed: int = 0, level: flo
     tail = (1 - level) / 2 * 100
     low, high = np.percentile(means, [tail, 100 - tail])
     return float(low), float(high)
+
+
+def distinct_2(texts: Sequence[str]) -> float:
+    """Distinct-2 (Li et al. 2016), per answer and averaged: the share of an answer's bigrams of
+    words and punctuation marks that are unique. Fluent text sits near 0.9; text that repeats
+    itself falls (the base policy's held-out answers 0.89–0.92, a DPO policy that apologised over
+    and over 0.68). An answer of fewer than two tokens counts 1.0, so very short answers need
+    their length read beside it.
+
+    >>> distinct_2(["no no no no no no", "I am here to help you with that."])
+    0.6
+    """
+    if len(texts) == 0:
+        raise ValueError("distinct_2 needs at least one answer.")
+    shares = []
+    for text in texts:
+        tokens = re.findall(r"\w+|[^\w\s]", text.lower())  # words and punctuation: "sorry, I'm sorry," repeats
+        bigrams = list(zip(tokens[:-1], tokens[1:], strict=True))
+        shares.append(len(set(bigrams)) / len(bigrams) if bigrams else 1.0)
+    return round(float(np.mean(shares)), 4)
 
 
 def win_rate(wins: Sequence[float], n: int = 2000, seed: int = 0, level: float = 0.95) -> dict:

@@ -21,6 +21,7 @@ from bench.simulate import (
     RevealedOracle,
     UnknownPair,
     bootstrap_ci,
+    distinct_2,
     length_controlled_win_rate,
     pair_key,
     run_annotators,
@@ -283,3 +284,21 @@ def test_the_length_controlled_win_rate_sees_through_a_judge_that_likes_short_an
     assert abs(controlled["length_effect"]) < 0.1
     with pytest.raises(ValueError, match="2 outcomes but 1 length differences"):
         length_controlled_win_rate([1, 0], [3])
+
+
+def test_distinct_2_tells_fluent_answers_from_the_repetition_a_gamed_judge_rewarded():
+    """The HH responses people wrote read as fluent text; the answers DPO policies gave when they
+    gamed the loop bench's gold judge (docs/benchmarks.md, "DPO rounds through the loop bench")
+    repeat themselves, and distinct-2 says so where length alone would not."""
+    with gzip.open(shared_file(HH_DEV), "rb") as handle:
+        rows = list(iter_parsed(io.BytesIO(b"".join(handle.readline() for _ in range(200))), "hh"))
+    people = [response for row in rows for response, *_ in row.responses if len(response.split()) >= 8]
+    assert len(people) > 100 and distinct_2(people) > 0.85
+    gamed = ["Ugh, buddy! Just another day! I'm sorry, I'm sorry, I'm sorry. I'll be happy to apologize for the day.",
+             "Oh no, no no no no no no no no no no no no no no no no no no no no no no no no no no no no",
+             "I'm sorry, I'm sorry to inform you. I'm sorry, I'm sorry, I'm so sorry, I'm really sorry."]
+    assert distinct_2(gamed) < 0.6 < distinct_2(people[:3])
+    assert distinct_2(["SHOCKER"]) == 1.0  # too short to repeat: read the length beside it
+    with pytest.raises(ValueError, match="at least one answer"):
+        distinct_2([])
+
