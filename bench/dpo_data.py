@@ -130,8 +130,7 @@ def main() -> None:
     import django
 
     django.setup()
-    from bench.rounds import Judge, load_data, short_prompts, train_gold
-    from bench.simulate import distinct_2
+    from bench.rounds import Judge, answer_stats, load_data, short_prompts, train_gold
     from rewards.scoring import RewardModel
     from training.runners.dpo import DPOConfig, train_dpo
 
@@ -185,16 +184,12 @@ def main() -> None:
         rate = judge.win_rate(answers, base, seed=args.seed)
         results["variants"][name] = {
             "pairs": len(datasets[name]), "win_vs_base": rate["win"], "ci": rate["ci"], "lc": rate["lc"],
-            "lc_ci": rate["lc_ci"], "mean_answer_tokens": round(sum(r["tokens"] for r in answers) / len(answers), 1),
-            "distinct_2": distinct_2([r["text"] for r in answers]),
-            "mean_gold_reward": round(sum(r["gold"] for r in answers) / len(answers), 4),
+            "lc_ci": rate["lc_ci"], **answer_stats(answers),
             "final_loss": result.metrics.get("final_loss"), "heldout_margin_after": result.metrics.get("heldout_margin_after"),
             "train_seconds": round(trained, 1), "seconds": round(time.perf_counter() - tick, 1)}
         print(json.dumps({name: results["variants"][name]}), flush=True)
         (out / "dpo-data.json").write_text(json.dumps(results, indent=1))
-    results["base"] = {"mean_answer_tokens": round(sum(r["tokens"] for r in base) / len(base), 1),
-                       "distinct_2": distinct_2([r["text"] for r in base]),
-                       "mean_gold_reward": round(sum(r["gold"] for r in base) / len(base), 4)}
+    results["base"] = answer_stats(base)
     results["seconds"] = round(time.perf_counter() - started, 1)
     (out / "dpo-data.json").write_text(json.dumps(results, indent=1))
 

@@ -353,6 +353,16 @@ def model_name(instance: Instance, record: dict) -> str:
     return str(instance.media / record["path"]) if record["path"] else record["base_model"]
 
 
+def answer_stats(answers: list[dict]) -> dict:
+    """One policy's held-out answers in three figures: mean length in tokens, how repetitive they
+    are (distinct-2) and their mean gold reward."""
+    from bench.simulate import distinct_2
+
+    return {"mean_answer_tokens": round(sum(r["tokens"] for r in answers) / len(answers), 1),
+            "distinct_2": distinct_2([r["text"] for r in answers]),
+            "mean_gold_reward": round(sum(r["gold"] for r in answers) / len(answers), 4)}
+
+
 class Judge:
     """The gold reward model, and the answers of each policy on the held-out prompts (cached)."""
 
@@ -445,7 +455,7 @@ def proxy_accuracy(reward_dir: Path, pairs: list[dict], gold: list[bool] | None 
 
 
 def run(args) -> None:
-    from bench.simulate import NoisyAnnotator, distinct_2, run_annotators
+    from bench.simulate import NoisyAnnotator, run_annotators
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -533,6 +543,7 @@ def run(args) -> None:
             over_base = judge.win_rate(new_answers, judge.answers_of(base["id"], model_name(instance, base)), number)
             accuracy, agreement = proxy_accuracy(instance.media / reward["path"], data.eval_pairs, gold_prefers) \
                 if reward else (None, None)
+            parents = answer_stats(judge.answers[parent["id"]])
             record.update(
                 status="succeeded", policy=policy["id"], parent=parent["id"], pipeline=pipeline["id"],
                 proxy_accuracy=round(accuracy, 3) if reward else None,
@@ -542,13 +553,8 @@ def run(args) -> None:
                 gold_win_rate_lc=over_parent["lc"], gold_win_rate_lc_ci=over_parent["lc_ci"],
                 gold_win_rate_vs_base=over_base["win"], gold_win_rate_vs_base_ci=over_base["ci"],
                 gold_win_rate_vs_base_lc=over_base["lc"], gold_win_rate_vs_base_lc_ci=over_base["lc_ci"],
-                heldout_prompts=len(new_answers),
-                mean_answer_tokens=round(sum(r["tokens"] for r in new_answers) / len(new_answers), 1),
-                parent_mean_answer_tokens=round(sum(r["tokens"] for r in judge.answers[parent["id"]]) /
-                                                len(new_answers), 1),
-                distinct_2=distinct_2([r["text"] for r in new_answers]),
-                parent_distinct_2=distinct_2([r["text"] for r in judge.answers[parent["id"]]]),
-                mean_gold_reward=round(sum(r["gold"] for r in new_answers) / len(new_answers), 4),
+                heldout_prompts=len(new_answers), **answer_stats(new_answers),
+                parent_mean_answer_tokens=parents["mean_answer_tokens"], parent_distinct_2=parents["distinct_2"],
                 comparisons_added=result.get("comparisons_added"), round_warnings=result.get("round_warnings", []))
             seconds["evaluation"] = round(time.perf_counter() - tick, 1)
             record["seconds"] = seconds

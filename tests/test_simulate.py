@@ -301,4 +301,3 @@ def test_distinct_2_tells_fluent_answers_from_the_repetition_a_gamed_judge_rewar
     assert distinct_2(["SHOCKER"]) == 1.0  # too short to repeat: read the length beside it
     with pytest.raises(ValueError, match="at least one answer"):
         distinct_2([])
-
